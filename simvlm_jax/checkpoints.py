@@ -1,0 +1,110 @@
+"""Orbax checkpoints in T5X's model-directory layout.
+
+    <model_dir>/checkpoint_<step>/state                      Orbax PyTree {'target': params,
+                                                              'state': {'step', 'param_states'}}
+    <model_dir>/checkpoint_<step>/dataset/train_ds-<i>-of-<n>  tf.data iterator (when save_dataset)
+
+A checkpoint is written into `checkpoint_<step>.tmp` and renamed when complete, so a directory named
+`checkpoint_<step>` is always whole: a crash during a save leaves the previous checkpoint the latest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+import tensorflow as tf
+from absl import logging
+
+_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
+_TMP_SUFFIX = ".tmp"
+
+
+def checkpoint_dir(model_dir: str, step: int) -> str:
+    return os.path.join(model_dir, f"checkpoint_{step}")
+
+
+def all_steps(model_dir: str) -> list[int]:
+    """Steps of the complete checkpoints in `model_dir`, ascending."""
+    if not os.path.isdir(model_dir):
+        return []
+    steps = [int(m.group(1)) for m in map(_CHECKPOINT_RE.match, os.listdir(model_dir)) if m]
+    return sorted(steps)
+
+
+def latest_step(model_dir: str) -> Optional[int]:
+    steps = all_steps(model_dir)
+    return steps[-1] if steps else None
+
+
+def resolve_checkpoint_path(path: str) -> str:
+    """A `checkpoint_<step>` directory as given, or the latest one inside a model directory."""
+    if _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path))):
+        return path
+    step = latest_step(path)
+    if step is None:
+        raise FileNotFoundError(f"No checkpoint_<step> directory found in {path!r}.")
+    return checkpoint_dir(path, step)
+
+
+def _dataset_file(directory: str) -> str:
+    return os.path.join(
+        directory, "dataset", f"train_ds-{jax.process_index():03d}-of-{jax.process_count():03d}"
+    )
+
+
+def to_t5x_tree(params: Any, step: Any, opt_state: Any) -> dict:
+    return {"target": params, "state": {"step": step, "param_states": opt_state}}
+
+
+class CheckpointManager:
+    """Saves and restores train states (and optionally the data iterator) under `model_dir`."""
+
+    def __init__(self, model_dir: str, keep: Optional[int] = None):
+        self.model_dir = model_dir
+        self.keep = keep
+        self._checkpointer = ocp.StandardCheckpointer()
+
+    def save(self, step: int, tree: dict, dataset_iterator: Optional[tf.data.Iterator] = None) -> str:
+        """Writes `tree` (see `to_t5x_tree`) as checkpoint_<step>; returns its path."""
+        final = checkpoint_dir(self.model_dir, step)
+        if os.path.exists(final):
+            logging.info("Checkpoint %s exists already; not saving again.", final)
+            return final
+        tmp = final + _TMP_SUFFIX
+        if jax.process_index() == 0 and os.path.exists(tmp):
+            shutil.rmtree(tmp)  # the remains of an interrupted save
+        self._checkpointer.save(os.path.join(os.path.abspath(tmp), "state"), tree)
+        self._checkpointer.wait_until_finished()
+        if dataset_iterator is not None:
+            tf.train.Checkpoint(iterator=dataset_iterator).write(_dataset_file(tmp))
+        if jax.process_index() == 0:
+            os.replace(tmp, final)
+            self._remove_old()
+        logging.info("Saved checkpoint %s", final)
+        return final
+
+    def restore(self, path: str, abstract_tree: dict, dataset_iterator: Optional[tf.data.Iterator] = None) -> dict:
+        """Restores checkpoint `path` into the shapes, dtypes and shardings of `abstract_tree`."""
+        tree = self._checkpointer.restore(os.path.join(os.path.abspath(path), "state"), abstract_tree)
+        if dataset_iterator is not None:
+            dataset_file = _dataset_file(path)
+            if not tf.io.gfile.exists(dataset_file + ".index"):
+                raise FileNotFoundError(
+                    f"{path} has no saved data iterator ({dataset_file}); it was saved with "
+                    "save_dataset=False. Set utils.RestoreCheckpointConfig.restore_dataset = False to "
+                    "resume with a fresh data iterator."
+                )
+            tf.train.Checkpoint(iterator=dataset_iterator).read(dataset_file).assert_consumed()
+        logging.info("Restored checkpoint %s", path)
+        return tree
+
+    def _remove_old(self) -> None:
+        if not self.keep:
+            return
+        for step in all_steps(self.model_dir)[: -self.keep]:
+            shutil.rmtree(checkpoint_dir(self.model_dir, step), ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Data for simvlm-jax: embedded datasets, vocabularies, preprocessors and feature converters."""

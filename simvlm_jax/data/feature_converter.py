@@ -1,0 +1,64 @@
+"""SimVLM's SeqIO feature converter: T5X's encoder-decoder features plus the image.
+
+Task features (after the preprocessors in `simvlm_jax.data.preprocessors`):
+
+    inputs      int32 [k]           text prefix            -> encoder_input_tokens   int32 [L_enc]
+    targets     int32 [n - k + 1]   suffix + EOS           -> decoder_target_tokens  int32 [L_dec]
+                                                              decoder_input_tokens   int32 [L_dec]
+                                                              decoder_loss_weights   int32 [L_dec]
+    image       float32 [S, S, C]   normalised image       -> encoder_image          float32 [S, S, C]
+    image_mask  float32 []          0 for text-only        -> encoder_image_mask     float32 []
+
+TASK_FEATURE_LENGTHS holds `inputs`, `targets` and `image` (the resolution S). `image_mask` is carried
+as an ordinary output feature of every task (so Mixtures keep it) but needs no length; an example
+without it counts as an image-text example.
+
+Packing is not supported: an image belongs to exactly one example.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import seqio
+import tensorflow as tf
+
+FeatureSpec = seqio.FeatureConverter.FeatureSpec
+
+
+class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
+    """EncDecFeatureConverter + `encoder_image` and `encoder_image_mask` (see the module docstring)."""
+
+    TASK_FEATURES = {
+        "inputs": FeatureSpec(dtype=tf.int32),
+        "targets": FeatureSpec(dtype=tf.int32),
+        "image": FeatureSpec(dtype=tf.float32, rank=3),
+    }
+    MODEL_FEATURES = {
+        "encoder_input_tokens": FeatureSpec(dtype=tf.int32),
+        "decoder_target_tokens": FeatureSpec(dtype=tf.int32),
+        "decoder_input_tokens": FeatureSpec(dtype=tf.int32),
+        "decoder_loss_weights": FeatureSpec(dtype=tf.int32),
+        "encoder_image": FeatureSpec(dtype=tf.float32, rank=3),
+        "encoder_image_mask": FeatureSpec(dtype=tf.float32, rank=0),
+    }
+
+    def __init__(self, pack: bool = False, **kwargs):
+        if pack:
+            raise ValueError(
+                "SimVLM examples cannot be packed (each image belongs to one example): set "
+                "`train/utils.DatasetConfig.pack = False` (and the same for train_eval/infer_eval)."
+            )
+        super().__init__(pack=False, **kwargs)
+
+    def _convert_example(self, features: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
+        converted = dict(super()._convert_example(features))
+        converted["encoder_image"] = features["image"]
+        converted["encoder_image_mask"] = tf.cast(features.get("image_mask", tf.constant(1.0)), tf.float32)
+        return converted
+
+    def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> Mapping[str, int]:
+        lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
+        lengths["encoder_image"] = task_feature_lengths["image"]
+        lengths["encoder_image_mask"] = 1  # rank 0: SeqIO skips its length check
+        return lengths

@@ -1,0 +1,65 @@
+"""From a DatasetConfig to batches of model features (tf.data, one shard per host)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Iterator, Mapping, Optional
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from simvlm_jax.data.feature_converter import SimVLMFeatureConverter
+
+
+def import_task_module(module: Optional[str]) -> None:
+    """Imports the module that registers the task (e.g. `simvlm_jax.tasks` or a user's own)."""
+    if module:
+        importlib.import_module(module)
+
+
+def get_dataset(
+    cfg,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    feature_converter_cls=SimVLMFeatureConverter,
+    num_epochs: Optional[int] = None,
+    task_name: Optional[str] = None,
+) -> tf.data.Dataset:
+    """Batches of model features for this host: dict of [per_host_batch, ...] tensors.
+
+    Args:
+      cfg: a DatasetConfig (ours or T5X's). Its batch_size is global; each of the `num_shards` hosts
+        reads its own shard and gets batch_size / num_shards examples per batch.
+      task_name: read this task instead of cfg.mixture_or_task_name (per-task training evaluation).
+    """
+    import_task_module(cfg.module)
+    if cfg.batch_size % num_shards:
+        raise ValueError(f"Batch size {cfg.batch_size} is not divisible by the number of hosts {num_shards}.")
+    dataset = seqio.get_dataset(
+        task_name or cfg.mixture_or_task_name,
+        task_feature_lengths=cfg.task_feature_lengths,
+        dataset_split=cfg.split,
+        shuffle=cfg.shuffle,
+        num_epochs=num_epochs,
+        feature_converter=feature_converter_cls(pack=cfg.pack),
+        shard_info=seqio.ShardInfo(index=shard_id, num_shards=num_shards),
+        use_cached=cfg.use_cached,
+        seed=cfg.seed,
+        trim_output_features=cfg.trim_output_features,
+    )
+    dataset = dataset.batch(cfg.batch_size // num_shards, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def task_names(mixture_or_task_name: str, split: str) -> list[str]:
+    """The tasks of a mixture (or the task itself) that have `split`: training eval runs per task."""
+    provider = seqio.get_mixture_or_task(mixture_or_task_name)
+    tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    return [task.name for task in tasks if split in task.splits]
+
+
+def numpy_batches(iterator: Iterator[Mapping[str, tf.Tensor]]) -> Iterator[dict[str, np.ndarray]]:
+    """Numpy views of a tf.data iterator's batches (the tf iterator itself stays checkpointable)."""
+    for batch in iterator:
+        yield {name: value.numpy() for name, value in batch.items()}

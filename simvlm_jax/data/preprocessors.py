@@ -1,0 +1,213 @@
+"""SeqIO preprocessors for SimVLM's PrefixLM data (tf.data, no JAX).
+
+The pipeline for an image-text task is
+
+    source -> rekey_image_text -> decode_image -> resize_and_normalize_image
+           -> tokenize_text -> prefix_lm_split -> seqio.preprocessors.append_eos_after_trim
+
+and for a text-only task
+
+    source -> rekey_text -> add_blank_image -> tokenize_text -> prefix_lm_split -> append_eos_after_trim
+
+Every example that leaves these preprocessors has the same four output features, so image-text and
+text-only tasks mix in one seqio.Mixture:
+
+    inputs      int32 [k]          the text prefix (first k caption/document tokens), no EOS
+    targets     int32 [n - k]      the rest of the text (EOS appended later)
+    image       float32 [S, S, C]  the normalised image; zeros for text-only examples
+    image_mask  float32 []         1.0 when `image` is a real image, 0.0 for text-only examples
+
+The image resolution S is read from `sequence_length["image"]` (TASK_FEATURE_LENGTHS), so a run at a
+higher resolution changes one number in the gin file.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import seqio
+import tensorflow as tf
+
+# ImageNet statistics on the [0, 1] scale: the conventional normalisation for a ResNet stem.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+NUM_CHANNELS = 3
+
+
+def rekey_image_text(dataset: tf.data.Dataset, image_key: str = "image", text_key: str = "text") -> tf.data.Dataset:
+    """Keeps only the image and the text of each record, renamed to `image` and `text`.
+
+    `image_key` / `text_key` may be '/'-separated paths into nested TFDS features (e.g. "captions/text").
+    """
+
+    def get(features, path):
+        for part in path.split("/"):
+            features = features[part]
+        return features
+
+    return dataset.map(
+        lambda ex: {"image": get(ex, image_key), "text": get(ex, text_key)},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def rekey_text(dataset: tf.data.Dataset, text_key: str = "text") -> tf.data.Dataset:
+    """Keeps only the document text, renamed to `text`."""
+    return dataset.map(lambda ex: {"text": ex[text_key]}, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def decode_image(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Decodes encoded image bytes (JPEG/PNG/GIF/BMP) to uint8 [H, W, 3]; decoded images pass through.
+
+    Grayscale and RGBA inputs become 3-channel RGB; an animated GIF contributes its first frame.
+    """
+
+    def decode(ex):
+        image = ex["image"]
+        if image.dtype == tf.string:
+            image = tf.io.decode_image(image, channels=NUM_CHANNELS, expand_animations=False)
+        else:
+            image = _to_rgb(image)
+        return {**ex, "image": image}
+
+    return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _to_rgb(image: tf.Tensor) -> tf.Tensor:
+    """[H, W, 1|3|4] -> [H, W, 3] (grayscale repeated, alpha dropped); static channel count only."""
+    channels = image.shape[-1]
+    if channels == 1:
+        return tf.image.grayscale_to_rgb(image)
+    if channels == 4:
+        return image[..., :3]
+    return image
+
+
+def _resize_normalize(image: tf.Tensor, size: int) -> tf.Tensor:
+    """uint8 [H, W, 3] -> float32 [size, size, 3], bilinear with antialiasing, ImageNet-normalised."""
+    image = tf.image.convert_image_dtype(image, tf.float32)  # [0, 1]
+    image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+    image = (image - tf.constant(IMAGE_MEAN)) / tf.constant(IMAGE_STD)
+    image.set_shape((size, size, NUM_CHANNELS))
+    return image
+
+
+def resize_and_normalize_image(
+    dataset: tf.data.Dataset, sequence_length: Mapping[str, int]
+) -> tf.data.Dataset:
+    """Resizes `image` to S x S (S = sequence_length['image']), normalises it and sets image_mask = 1."""
+    size = _image_size(sequence_length)
+    return dataset.map(
+        lambda ex: {**ex, "image": _resize_normalize(ex["image"], size), "image_mask": tf.constant(1.0)},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def add_blank_image(dataset: tf.data.Dataset, sequence_length: Mapping[str, int]) -> tf.data.Dataset:
+    """Gives a text-only example an all-zero S x S image and image_mask = 0 (the network masks it out)."""
+    size = _image_size(sequence_length)
+    blank = tf.zeros((size, size, NUM_CHANNELS), tf.float32)
+    return dataset.map(
+        lambda ex: {**ex, "image": blank, "image_mask": tf.constant(0.0)},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def _image_size(sequence_length: Optional[Mapping[str, int]]) -> int:
+    if not sequence_length or "image" not in sequence_length:
+        raise ValueError(
+            "The image resolution comes from TASK_FEATURE_LENGTHS['image'] (e.g. {'inputs': 32, "
+            "'targets': 32, 'image': 224}); this task was given sequence_length=%r." % (sequence_length,)
+        )
+    return int(sequence_length["image"])
+
+
+def tokenize_text(
+    dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]
+) -> tf.data.Dataset:
+    """Tokenises `text` with the targets vocabulary into `text_tokens` int32 [n] (no EOS).
+
+    `text` is kept (as the pretokenized string) for logging and evaluation.
+    """
+    vocabulary = output_features["targets"].vocabulary
+
+    def tokenize(ex):
+        return {**ex, "text_tokens": tf.cast(vocabulary.encode_tf(ex["text"]), tf.int32)}
+
+    return dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def prefix_split_bounds(
+    num_tokens: tf.Tensor,
+    max_inputs: int,
+    max_targets: int,
+    min_prefix_tokens: int = 0,
+    max_prefix_tokens: Optional[int] = None,
+    min_target_tokens: int = 1,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Inclusive bounds [low, high] of the prefix length k for a text of `num_tokens` tokens.
+
+    `num_tokens` must already be cropped to at most max_inputs + max_targets - 1 (one target slot is
+    kept for EOS). The bounds guarantee that the prefix fits the encoder (k <= max_inputs), the suffix
+    fits the decoder with its EOS (n - k <= max_targets - 1), at least `min_target_tokens` text tokens
+    are left to predict (when the text has that many), and the user's bounds hold where they can.
+    """
+    n = tf.cast(num_tokens, tf.int32)
+    # Hard limits: the prefix fits the encoder and the suffix (plus EOS) fits the decoder.
+    hard_low = tf.maximum(0, n - (max_targets - 1))
+    hard_high = tf.minimum(max_inputs, n)
+    # The user's bounds, kept wherever the hard limits allow.
+    high = tf.minimum(hard_high, tf.maximum(n - min_target_tokens, 0))
+    if max_prefix_tokens is not None:
+        high = tf.minimum(high, max_prefix_tokens)
+    high = tf.maximum(high, hard_low)
+    low = tf.minimum(tf.maximum(hard_low, min_prefix_tokens), high)
+    return low, high
+
+
+def prefix_lm_split(
+    dataset: tf.data.Dataset,
+    sequence_length: Mapping[str, int],
+    min_prefix_tokens: int = 0,
+    max_prefix_tokens: Optional[int] = None,
+    min_target_tokens: int = 1,
+) -> tf.data.Dataset:
+    """The PrefixLM split: the first k text tokens join the image in the encoder, the rest are targets.
+
+    k is drawn uniformly from `prefix_split_bounds` with a stateless RNG whose seed SeqIO derives from
+    the dataset seed, so the split is deterministic given `seed` (and random when seed is None).
+    A text longer than inputs + targets - 1 tokens is cropped to its beginning first.
+    `max_prefix_tokens=0` gives plain captioning (the whole caption is the target).
+
+    Emits `inputs` int32 [k] and `targets` int32 [n - k]; drops `text_tokens`.
+    """
+    max_inputs = int(sequence_length["inputs"])
+    max_targets = int(sequence_length["targets"])
+    if max_targets < 2:
+        raise ValueError(f"TASK_FEATURE_LENGTHS['targets'] must be >= 2 (a token and EOS), got {max_targets}.")
+
+    @seqio.map_over_dataset(num_seeds=1)
+    def split(ex, seed):
+        tokens = ex.pop("text_tokens")[: max_inputs + max_targets - 1]
+        low, high = prefix_split_bounds(
+            tf.size(tokens), max_inputs, max_targets, min_prefix_tokens, max_prefix_tokens, min_target_tokens
+        )
+        k = tf.random.stateless_uniform((), seed=seed, minval=low, maxval=high + 1, dtype=tf.int32)
+        return {**ex, "inputs": tokens[:k], "targets": tokens[k:]}
+
+    return split(dataset)
+
+
+def captioning_prompt(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature], prompt: str) -> tf.data.Dataset:
+    """Puts a fixed text prompt (e.g. "a picture of") in the encoder after the image; targets = caption.
+
+    Expects `text_tokens` (from tokenize_text); emits `inputs` = prompt tokens, `targets` = caption tokens.
+    """
+    vocabulary = output_features["inputs"].vocabulary
+    prompt_tokens = tf.cast(vocabulary.encode_tf(tf.constant(prompt)), tf.int32)
+
+    def apply(ex):
+        ex = dict(ex)
+        return {**ex, "inputs": prompt_tokens, "targets": ex.pop("text_tokens")}
+
+    return dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,0 +1,140 @@
+"""Deterministic SentencePiece training with the T5 id convention.
+
+Models trained here use pad=0, eos=1, unk=2 and no bos, the layout that
+`seqio.SentencePieceVocabulary` expects. Training is reproducible: the same texts and options give a
+byte-identical `.model` file (every line is used, in the given order, on one thread, and no file
+path enters the model proto).
+
+Command line, to build a vocabulary from your own text files (one sentence or document per line):
+
+    python -m simvlm_jax.data.vocabulary --input=a.txt --input=b.txt \
+        --model_prefix=/tmp/my_vocab --vocab_size=2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+
+import sentencepiece as spm
+
+PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, -1  # T5's layout; -1 means "no bos".
+MODEL_TYPES = ("unigram", "bpe", "char", "word")
+
+
+def _clean(texts: Iterable[str]) -> Iterator[str]:
+    """One line per text: whitespace (newlines included) collapsed, empty texts dropped."""
+    for text in texts:
+        line = " ".join(text.split())
+        if line:
+            yield line
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file in the same folder and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def train_sentencepiece(
+    texts: Iterable[str],
+    model_prefix: str,
+    vocab_size: int,
+    *,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+    **trainer_options,
+) -> str:
+    """Trains a SentencePiece model on `texts` and writes `<model_prefix>.model`.
+
+    Args:
+      texts: sentences or documents; each becomes one training line (its newlines and runs of
+        whitespace become single spaces).
+      model_prefix: output path without extension. `<prefix>.model` and `<prefix>.vocab`
+        (piece<TAB>score per line, for reading) are each written atomically.
+      vocab_size: number of pieces, the 3 special ones included.
+      model_type: "unigram" (T5's choice), "bpe", "char" or "word".
+      character_coverage: fraction of characters covered by pieces; 1.0 keeps every character
+        seen, so no training text maps to unk.
+      **trainer_options: further `spm.SentencePieceTrainer.train` options (override ours).
+
+    Returns:
+      The path of the `.model` file.
+    """
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"Unknown model_type {model_type!r}; expected one of {MODEL_TYPES}.")
+    lines = list(_clean(texts))
+    if not lines:
+        raise ValueError("train_sentencepiece needs at least one non-empty text.")
+    longest = max(len(line.encode("utf-8")) for line in lines)
+    options = dict(
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        pad_id=PAD_ID,
+        eos_id=EOS_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        # Determinism: every line, in order, on one thread.
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        num_threads=1,
+        max_sentence_length=max(4192, longest + 1),  # Longer lines would be skipped silently.
+        minloglevel=2,  # Warnings and errors only.
+    )
+    options.update(trainer_options)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **options)
+    model_bytes = model.getvalue()
+
+    processor = spm.SentencePieceProcessor(model_proto=model_bytes)
+    vocab_text = "".join(
+        f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
+        for i in range(processor.get_piece_size())
+    )
+    model_path = model_prefix + ".model"
+    atomic_write(model_prefix + ".vocab", vocab_text.encode("utf-8"))
+    atomic_write(model_path, model_bytes)
+    return model_path
+
+
+def _read_lines(paths: Sequence[str]) -> Iterator[str]:
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            yield from f
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m simvlm_jax.data.vocabulary",
+        description="Train a T5-style (pad=0, eos=1, unk=2, no bos) SentencePiece vocabulary.",
+    )
+    parser.add_argument(
+        "--input", action="append", required=True, help="UTF-8 text file, one text a line; repeatable."
+    )
+    parser.add_argument("--model_prefix", required=True, help="Output path without extension.")
+    parser.add_argument("--vocab_size", type=int, required=True, help="Number of pieces.")
+    parser.add_argument("--model_type", default="unigram", choices=MODEL_TYPES)
+    args = parser.parse_args(argv)
+    path = train_sentencepiece(
+        _read_lines(args.input), args.model_prefix, args.vocab_size, model_type=args.model_type
+    )
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

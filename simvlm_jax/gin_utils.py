@@ -1,0 +1,107 @@
+"""Gin plumbing for the entry points (T5X's `gin_utils` names): flags, required macros, config.gin."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable, Optional, Sequence
+
+import gin
+import jax
+from absl import app, logging
+
+_REQUIRED_MARK = "%gin.REQUIRED"
+_BARE_WORD = re.compile(r"^[A-Za-z0-9_./~:+-]+$")
+
+
+def rewrite_gin_args(args: Sequence[str]) -> list[str]:
+    """`--gin.NAME=VALUE` -> `--gin_bindings=NAME = VALUE` (T5X's shorthand for bindings)."""
+    out = []
+    for arg in args:
+        if arg.startswith("--gin."):
+            if "=" not in arg:
+                raise ValueError(f"Gin flag {arg!r} has no '=': write --gin.NAME=VALUE.")
+            name, value = arg[len("--gin.") :].split("=", 1)
+            arg = f"--gin_bindings={name} = {_quote_bare_string(value)}"
+        out.append(arg)
+    return out
+
+
+def _quote_bare_string(value: str) -> str:
+    """Quotes a bare path or word (`/tmp/run`, `gs://b/x`, `my_mixture`), which gin cannot parse;
+    numbers, True/False/None, references (@, %) and quoted or bracketed values are left alone."""
+    if not _BARE_WORD.match(value) or value in ("True", "False", "None"):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return repr(value)
+
+
+def missing_required_macros() -> list[str]:
+    """Names of macros still bound to %gin.REQUIRED after parsing (e.g. MODEL_DIR)."""
+    missing = []
+    for (scope, selector), bindings in gin.config._CONFIG.items():  # pinned gin-config 0.5.0
+        if selector == "gin.macro" and "value" in bindings and _is_required(bindings["value"]):
+            missing.append(scope)
+    return sorted(missing)
+
+
+def _is_required(value) -> bool:
+    return isinstance(value, gin.config.ConfigurableReference) and repr(value) == _REQUIRED_MARK
+
+
+def parse_gin_flags(
+    gin_search_paths: Sequence[str],
+    gin_files: Sequence[str],
+    gin_bindings: Sequence[str],
+    skip_unknown: bool = False,
+    finalize_config: bool = True,
+) -> None:
+    """Parses gin files and bindings, then fails at once, naming them, if required macros are unset."""
+    for path in gin_search_paths:
+        gin.add_config_file_search_path(path)
+    if not gin_files:
+        raise ValueError("No --gin_file given: e.g. --gin_file=gin/tiny_cpu.gin")
+    gin.parse_config_files_and_bindings(gin_files, gin_bindings, skip_unknown=skip_unknown, finalize_config=False)
+    missing = missing_required_macros()
+    if missing:
+        raise ValueError(
+            "Required gin macro(s) not set: "
+            + ", ".join(missing)
+            + ". Set each with --gin.NAME=VALUE, e.g. "
+            + " ".join(f"--gin.{name}=..." for name in missing)
+        )
+    if finalize_config:
+        gin.finalize()
+
+
+def summarize_gin_config(model_dir: str, summary_writer=None, step: int = 0) -> None:
+    """Writes the operative gin config to `model_dir/config.gin` and, as text, to TensorBoard."""
+    if jax.process_index() != 0:
+        return
+    config_str = gin.config_str()
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, "config.gin"), "w") as f:
+        f.write(config_str)
+    if summary_writer is not None:
+        summary_writer.write_texts(step, {"config": gin.markdown(config_str)})
+        summary_writer.flush()
+
+
+def run(main: Callable[[Sequence[str]], None], argv: Optional[Sequence[str]] = None) -> None:
+    """absl's app.run after rewriting `--gin.X=Y` flags."""
+    import sys
+
+    argv = rewrite_gin_args(list(argv if argv is not None else sys.argv))
+    app.run(main, argv=argv, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    from absl import flags
+
+    return flags.FLAGS(argv)
+
+
+__all__ = ["rewrite_gin_args", "parse_gin_flags", "summarize_gin_config", "missing_required_macros", "run", "logging"]

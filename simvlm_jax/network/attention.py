@@ -1,0 +1,204 @@
+"""Multi-head attention with an optional autoregressive key/value cache, and the SimVLM masks.
+
+Masks are boolean arrays shaped [batch, 1, q_len, k_len] (the 1 broadcasts over heads): True means
+"query i may attend to key j". `mask_to_bias` turns one into an additive bias of 0 / -1e10; a large
+finite value, not -inf, so that a query with no valid key (a padding query) gets a uniform average
+instead of NaN. Such rows are garbage, and every later consumer masks them out.
+
+Worked example: one image of 2 tokens, then the text prefix "a b" and one pad (id 0). The encoder
+sequence is [img0, img1, a, b, <pad>]; a token is valid when it is an image token of a present image
+or a text token with id != 0:
+
+  image present (encoder_image_mask = 1)      text-only example (encoder_image_mask = 0)
+  valid = [1 1 1 1 0]                         valid = [0 0 1 1 0]
+  encoder_self_mask (rows = queries):         encoder_self_mask:
+      img0 img1  a  b  pad                        img0 img1  a  b  pad
+  img0  1    1   1  1  0                      img0  0    0   0  0  0
+  img1  1    1   1  1  0                      img1  0    0   0  0  0
+  a     1    1   1  1  0                      a     0    0   1  1  0
+  b     1    1   1  1  0                      b     0    0   1  1  0
+  pad   0    0   0  0  0                      pad   0    0   0  0  0
+
+The prefix is bidirectional ("a" sees "b"). In the text-only case no query ever sees an image key, so
+the model is exactly a text PrefixLM encoder-decoder and the (zero) pixels cannot matter.
+
+The decoder predicts the suffix "c d" (targets [c d <pad>], inputs shifted right [0 c d], where id 0 at
+position 0 is the start token). Validity comes from the targets (T5X convention): [1 1 0].
+
+  decoder_causal_mask:                        cross_mask (decoder queries x encoder keys, image present):
+       0  c  d                                     img0 img1  a  b  pad
+  0    1  0  0                                0     1    1   1  1  0
+  c    1  1  0                                c     1    1   1  1  0
+  d    0  0  0   (query d is padding)         d     0    0   0  0  0
+
+Without targets (e.g. while decoding) the decoder mask is causal only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from simvlm_jax.network.layers import NEG_INF, DenseGeneral, DType, dropout, with_sharding_constraint
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------- mask helpers
+
+
+def encoder_valid_mask(
+    image_present: Array, tokens_per_image: int, encoder_input_tokens: Array
+) -> Array:
+    """Which encoder positions hold real tokens.
+
+    Args:
+      image_present: [batch, num_images] bool/float, 1 = image n of the example is present.
+      tokens_per_image: image tokens produced for each image.
+      encoder_input_tokens: [batch, text_len] int text prefix, 0 = padding.
+
+    Returns:
+      [batch, num_images * tokens_per_image + text_len] bool.
+    """
+    image_valid = jnp.repeat(jnp.asarray(image_present) > 0, tokens_per_image, axis=1)
+    return jnp.concatenate([image_valid, encoder_input_tokens > 0], axis=1)
+
+
+def encoder_self_mask(encoder_valid: Array) -> Array:
+    """Full bidirectional attention among valid tokens: [batch, len] bool -> [batch, 1, len, len]."""
+    return encoder_valid[:, None, :, None] & encoder_valid[:, None, None, :]
+
+
+def decoder_causal_mask(
+    decoder_input_tokens: Array, decoder_target_tokens: Array | None = None
+) -> Array:
+    """Causal self-attention mask of the decoder, [batch, 1, len, len] bool.
+
+    Query i may attend key j iff j <= i and, when `decoder_target_tokens` is given, both positions are
+    valid (target > 0, as T5X's make_decoder_mask). Validity comes from the targets, not the inputs,
+    because input position 0 holds the start id 0.
+
+    Args:
+      decoder_input_tokens: [batch, len] int (only its shape is used).
+      decoder_target_tokens: [batch, len] int or None.
+    """
+    batch, length = decoder_input_tokens.shape
+    positions = jnp.arange(length)
+    causal = positions[None, :] <= positions[:, None]  # [len(q), len(k)]
+    mask = jnp.broadcast_to(causal[None, None], (batch, 1, length, length))
+    if decoder_target_tokens is not None:
+        valid = decoder_target_tokens > 0
+        mask = mask & valid[:, None, :, None] & valid[:, None, None, :]
+    return mask
+
+
+def cross_mask(decoder_valid: Array, encoder_valid: Array) -> Array:
+    """Decoder-to-encoder mask: [batch, q_len] and [batch, k_len] bool -> [batch, 1, q_len, k_len]."""
+    return decoder_valid[:, None, :, None] & encoder_valid[:, None, None, :]
+
+
+def mask_to_bias(mask: Array, dtype: DType = jnp.float32) -> Array:
+    """Boolean mask -> additive attention bias (0 where True, -1e10 where False)."""
+    return jnp.where(mask, jnp.asarray(0.0, dtype), jnp.asarray(NEG_INF, dtype))
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+class MultiHeadAttention(nn.Module):
+    """Dot-product attention with `num_heads` heads of width `head_dim`.
+
+    q/k/v kernels are [embed, heads, kv]; the output kernel is [heads, kv, embed].
+
+    With `decode=True` (self-attention only) the layer keeps a 'cache' collection:
+      cached_key, cached_value [batch, max_len, heads, kv] and cache_index (scalar int32).
+    The first call, when the cache does not exist yet, must see the full-length input
+    [batch, max_len, embed]; it creates the zeroed cache of that length and returns an ordinary causal
+    pass (whose output callers ignore). Every later call takes one token [batch, 1, embed], writes its
+    key/value at cache_index, attends to the cached positions <= cache_index and increments the index.
+    """
+
+    num_heads: int
+    head_dim: int
+    dropout_rate: float = 0.0
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs_q: Array,
+        inputs_kv: Array,
+        mask: Array | None = None,
+        *,
+        enable_dropout: bool = False,
+        decode: bool = False,
+    ) -> Array:
+        """inputs_q [batch, q_len, embed], inputs_kv [batch, k_len, embed],
+        mask [batch, 1, q_len, k_len] bool or None -> [batch, q_len, embed]."""
+        projection = functools.partial(
+            DenseGeneral,
+            features=(self.num_heads, self.head_dim),
+            kernel_axes=("embed", "heads", "kv"),
+            dtype=self.dtype,
+        )
+        query = projection(name="query")(inputs_q)  # [batch, q_len, heads, kv]
+        key = projection(name="key")(inputs_kv)  # [batch, k_len, heads, kv]
+        value = projection(name="value")(inputs_kv)  # [batch, k_len, heads, kv]
+        query = with_sharding_constraint(query, ("batch", "length", "heads", "kv"))
+        key = with_sharding_constraint(key, ("batch", "length", "heads", "kv"))
+        value = with_sharding_constraint(value, ("batch", "length", "heads", "kv"))
+
+        if decode:
+            key, value, mask = self._use_cache(key, value, mask)
+
+        query = query * jnp.asarray(self.head_dim**-0.5, self.dtype)
+        logits = jnp.einsum(
+            "bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32
+        )  # [batch, heads, q_len, k_len]
+        if mask is not None:
+            logits = logits + mask_to_bias(mask, jnp.float32)
+        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        probs = dropout(probs, self.dropout_rate, enable_dropout)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, q_len, heads, kv]
+        out = with_sharding_constraint(out, ("batch", "length", "heads", "kv"))
+        out = DenseGeneral(
+            inputs_q.shape[-1],
+            kernel_axes=("heads", "kv", "embed"),
+            contract_dims=2,
+            dtype=self.dtype,
+            name="out",
+        )(out)
+        return with_sharding_constraint(out, ("batch", "length", "embed"))  # [batch, q_len, embed]
+
+    def _use_cache(
+        self, key: Array, value: Array, mask: Array | None
+    ) -> tuple[Array, Array, Array]:
+        """Create or advance the key/value cache; returns the keys, values and mask to attend with."""
+        initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+        batch, length = key.shape[:2]
+        if not initialized:
+            # Cache creation: a plain causal pass over the full-length input; nothing is decoded.
+            causal = decoder_causal_mask(jnp.zeros((batch, length), jnp.int32))
+            return key, value, causal if mask is None else mask & causal
+
+        if length != 1:
+            raise ValueError(f"Cached decoding takes one token per call, got {length}")
+        index = cache_index.value
+        keys = jax.lax.dynamic_update_slice(
+            cached_key.value, key.astype(cached_key.value.dtype), (0, index, 0, 0)
+        )  # [batch, max_len, heads, kv]
+        values = jax.lax.dynamic_update_slice(
+            cached_value.value, value.astype(cached_value.value.dtype), (0, index, 0, 0)
+        )
+        cached_key.value, cached_value.value = keys, values
+        cache_index.value = index + 1
+        max_len = keys.shape[1]
+        seen = jnp.arange(max_len) <= index  # [max_len]: positions written so far
+        step_mask = jnp.broadcast_to(seen[None, None, None, :], (batch, 1, 1, max_len))
+        return keys, values, step_mask if mask is None else mask & step_mask

@@ -1,0 +1,171 @@
+"""The image stem: raw pixels -> a grid of features.
+
+`num_conv_blocks = 0` is a ViT linear patch embedding (a conv with kernel = stride = patch_size that
+outputs emb_dim channels). `num_conv_blocks = k >= 1` is a ResNet root (7x7 stride-2 conv, norm, relu,
+3x3 stride-2 max pool) followed by the first k bottleneck stages of a ResNet (the paper uses k = 3,
+overall stride 16: a 224x224 image gives a 14x14 grid).
+
+Normalisation: GroupNorm with weight-standardised convolutions (as in BiT, Kolesnikov et al. 2020)
+instead of BatchNorm, because
+  * the network then has no mutable batch statistics: `apply` is a pure function of the params, the
+    same in training and evaluation, with no 'batch_stats' collection to shard, sync or checkpoint;
+  * examples do not influence each other: a batch mixes image-text pairs with text-only examples whose
+    image is all zeros, and those blank images would pollute batch statistics (and leak across
+    examples, breaking the guarantee that a text-only example is blind to every image);
+  * GroupNorm does not depend on the per-device batch size, which varies with the sharding.
+Weight standardisation restores the optimisation benefit BatchNorm would have given.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from simvlm_jax.network.configs import SimVLMConfig
+from simvlm_jax.network.layers import DType, param_with_axes
+
+Array = jax.Array
+
+_CONV_AXES = ("conv_height", "conv_width", "conv_in", "conv_out")
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+class Conv(nn.Module):
+    """2D convolution [batch, H, W, C_in] -> [batch, H', W', features] with an optional standardised kernel.
+
+    With `weight_standardization` the kernel is normalised to zero mean and unit variance over
+    (height, width, in) for every output channel before use; such convs are followed by a norm, so they
+    have no bias.
+    """
+
+    features: int
+    kernel_size: int
+    strides: int = 1
+    padding: str = "SAME"
+    weight_standardization: bool = True
+    use_bias: bool = False
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
+        kernel = param_with_axes(
+            "kernel", nn.initializers.lecun_normal(), shape, jnp.float32, axes=_CONV_AXES
+        )
+        if self.weight_standardization:
+            mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
+            var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
+            kernel = (kernel - mean) * jax.lax.rsqrt(var + 1e-10)
+        y = jax.lax.conv_general_dilated(
+            jnp.asarray(x, self.dtype),
+            jnp.asarray(kernel, self.dtype),
+            window_strides=(self.strides, self.strides),
+            padding=self.padding,
+            dimension_numbers=_DIMENSIONS,
+        )
+        if self.use_bias:
+            bias = param_with_axes(
+                "bias", nn.initializers.zeros, (self.features,), jnp.float32, axes=("conv_out",)
+            )
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
+
+
+def num_groups(channels: int, max_groups: int = 32) -> int:
+    """Largest group count <= max_groups that divides `channels` (32 for every width >= 32 we use)."""
+    return math.gcd(channels, max_groups)
+
+
+class GroupNorm(nn.Module):
+    """GroupNorm over [batch, H, W, C]: statistics per example and per group of channels (in float32)."""
+
+    max_groups: int = 32
+    epsilon: float = 1e-5
+    scale_init: nn.initializers.Initializer = nn.initializers.ones
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        batch, height, width, channels = x.shape
+        groups = num_groups(channels, self.max_groups)
+        x32 = jnp.asarray(x, jnp.float32).reshape(batch, height, width, groups, channels // groups)
+        mean = jnp.mean(x32, axis=(1, 2, 4), keepdims=True)
+        var = jnp.var(x32, axis=(1, 2, 4), keepdims=True)
+        y = ((x32 - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        scale = param_with_axes("scale", self.scale_init, (channels,), jnp.float32, axes=("conv_out",))
+        bias = param_with_axes("bias", nn.initializers.zeros, (channels,), jnp.float32, axes=("conv_out",))
+        return jnp.asarray(y * scale + bias, self.dtype)
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5 bottleneck: 1x1 -> 3x3 (carries the stride) -> 1x1 with 4x wider output.
+
+    The last GroupNorm's scale starts at zero, so every block starts as its shortcut (helps a deep
+    stem such as the 36-block stage of ResNet-152 train from scratch).
+    """
+
+    width: int  # inner width; the output has 4 * width channels
+    strides: int = 1
+    max_groups: int = 32
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[batch, H, W, C_in] -> [batch, H / strides, W / strides, 4 * width]."""
+        out_features = 4 * self.width
+        residual = x
+        y = Conv(self.width, 1, dtype=self.dtype, name="conv1")(x)
+        y = nn.relu(GroupNorm(self.max_groups, dtype=self.dtype, name="norm1")(y))
+        y = Conv(self.width, 3, self.strides, dtype=self.dtype, name="conv2")(y)
+        y = nn.relu(GroupNorm(self.max_groups, dtype=self.dtype, name="norm2")(y))
+        y = Conv(out_features, 1, dtype=self.dtype, name="conv3")(y)
+        y = GroupNorm(
+            self.max_groups, scale_init=nn.initializers.zeros, dtype=self.dtype, name="norm3"
+        )(y)
+        if x.shape[-1] != out_features or self.strides != 1:
+            residual = Conv(out_features, 1, self.strides, dtype=self.dtype, name="proj")(x)
+            residual = GroupNorm(self.max_groups, dtype=self.dtype, name="proj_norm")(residual)
+        return nn.relu(residual + y)
+
+
+class ConvStem(nn.Module):
+    """Pixels [batch, H, W, C] -> features [batch, h, w, config.stem_features].
+
+    Grid size: H // patch_size for num_conv_blocks = 0, else ceil(H / 2**(num_conv_blocks + 1))
+    (see SimVLMConfig.image_grid).
+    """
+
+    config: SimVLMConfig
+
+    @nn.compact
+    def __call__(self, images: Array) -> Array:
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        if cfg.num_conv_blocks == 0:
+            return Conv(
+                cfg.emb_dim,
+                cfg.patch_size,
+                strides=cfg.patch_size,
+                padding="VALID",
+                weight_standardization=False,
+                use_bias=True,
+                dtype=dtype,
+                name="patch_embedding",
+            )(images)  # [batch, H / patch, W / patch, emb_dim]
+
+        x = Conv(cfg.stem_width, 7, strides=2, dtype=dtype, name="root_conv")(images)
+        x = nn.relu(GroupNorm(cfg.stem_norm_groups, dtype=dtype, name="root_norm")(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")  # [batch, H / 4, W / 4, stem_width]
+        for stage in range(cfg.num_conv_blocks):
+            for block in range(cfg.stem_blocks_per_stage[stage]):
+                x = Bottleneck(
+                    width=cfg.stem_width * 2**stage,
+                    strides=2 if stage > 0 and block == 0 else 1,
+                    max_groups=cfg.stem_norm_groups,
+                    dtype=dtype,
+                    name=f"stage{stage + 1}_block{block + 1}",
+                )(x)
+        return x  # [batch, h, w, 4 * stem_width * 2**(num_conv_blocks - 1)]

@@ -1,0 +1,185 @@
+"""Basic layers whose parameters carry logical axis names.
+
+Every parameter is created with `flax.linen.partitioning.param_with_axes`, which also records its
+logical axes in the `params_axes` collection (what T5X and our partitioner read). Parameters are stored
+in float32; computations run in the module's `dtype`.
+
+Logical names used by the network (the only ones allowed):
+  vocab, embed, mlp, heads, kv, conv_height, conv_width, conv_in, conv_out,
+  image_positions, text_positions, image_index.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax.linen import partitioning as nn_partitioning
+
+param_with_axes = nn_partitioning.param_with_axes
+with_sharding_constraint = nn_partitioning.with_sharding_constraint
+
+Array = jax.Array
+DType = Any
+Initializer = Callable[..., Array]
+
+# Additive attention bias for a masked key: large but finite, so fully masked rows give no NaNs.
+NEG_INF = -1e10
+
+_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
+def get_activation(name: str) -> Callable[[Array], Array]:
+    """The activation function called `name` (see _ACTIVATIONS)."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"Unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+def dropout(x: Array, rate: float, enable_dropout: bool) -> Array:
+    """Dropout on `x`; the identity unless enable_dropout and rate > 0.
+
+    Call it inside a compact method (it creates an `nn.Dropout` there); it draws from the 'dropout'
+    rng stream, which `apply(..., rngs={'dropout': key})` must provide when dropout is enabled.
+    """
+    if rate == 0.0 or not enable_dropout:
+        return x
+    return nn.Dropout(rate=rate)(x, deterministic=False)
+
+
+def _flat_fan_in_init(
+    base_init: Initializer, in_rank: int
+) -> Callable[[jax.Array, tuple[int, ...]], Array]:
+    """Initialise an N-d kernel as if it were the 2D matrix [prod(in dims), prod(out dims)]."""
+
+    def init(rng: jax.Array, shape: tuple[int, ...], dtype: DType = jnp.float32) -> Array:
+        fan_in = math.prod(shape[:in_rank])
+        fan_out = math.prod(shape[in_rank:])
+        return base_init(rng, (fan_in, fan_out), dtype).reshape(shape)
+
+    return init
+
+
+class DenseGeneral(nn.Module):
+    """A linear map contracting the last `len(in_axes_names)` axes of x into `features`.
+
+    Attributes:
+      features: output dims, e.g. 768 or (heads, kv).
+      kernel_axes: logical names of the kernel, input dims first then output dims.
+      use_bias: add a bias shaped like `features` (logical names = the output part of kernel_axes).
+      contract_dims: how many trailing axes of x are contracted (1 for a plain Dense).
+    """
+
+    features: int | Sequence[int]
+    kernel_axes: tuple[str, ...]
+    use_bias: bool = True
+    contract_dims: int = 1
+    dtype: DType = jnp.float32
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+        in_shape = x.shape[x.ndim - self.contract_dims :]
+        kernel_shape = tuple(in_shape) + features
+        if len(self.kernel_axes) != len(kernel_shape):
+            raise ValueError(f"kernel_axes {self.kernel_axes} do not match kernel shape {kernel_shape}")
+        kernel = param_with_axes(
+            "kernel",
+            _flat_fan_in_init(self.kernel_init, self.contract_dims),
+            kernel_shape,
+            jnp.float32,
+            axes=self.kernel_axes,
+        )
+        x = jnp.asarray(x, self.dtype)
+        kernel = jnp.asarray(kernel, self.dtype)
+        contract_x = tuple(range(x.ndim - self.contract_dims, x.ndim))
+        contract_k = tuple(range(self.contract_dims))
+        y = jax.lax.dot_general(x, kernel, ((contract_x, contract_k), ((), ())))
+        if self.use_bias:
+            bias_axes = self.kernel_axes[self.contract_dims :]
+            bias = param_with_axes("bias", nn.initializers.zeros, features, jnp.float32, axes=bias_axes)
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
+
+
+class Embed(nn.Module):
+    """A lookup table [num_embeddings, features]; `attend` multiplies by its transpose.
+
+    Uses setup() so that a parent can read `.embedding` (e.g. to resize a position table).
+    """
+
+    num_embeddings: int
+    features: int
+    axes: tuple[str, str] = ("vocab", "embed")
+    dtype: DType = jnp.float32
+    embedding_init: Initializer = nn.initializers.normal(stddev=1.0)
+
+    def setup(self) -> None:
+        self.embedding = param_with_axes(
+            "embedding",
+            self.embedding_init,
+            (self.num_embeddings, self.features),
+            jnp.float32,
+            axes=self.axes,
+        )
+
+    def __call__(self, ids: Array) -> Array:
+        """ids [...] int -> [..., features]."""
+        if not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise ValueError(f"Embed expects integer ids, got {ids.dtype}")
+        return jnp.asarray(jnp.take(self.embedding, ids, axis=0), self.dtype)
+
+    def attend(self, query: Array) -> Array:
+        """query [..., features] -> [..., num_embeddings] (dot product with every row)."""
+        query = jnp.asarray(query, self.dtype)
+        return jnp.dot(query, jnp.asarray(self.embedding, self.dtype).T)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with scale and bias (statistics in float32)."""
+
+    epsilon: float = 1e-6
+    dtype: DType = jnp.float32
+    axis_name: str = "embed"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        features = x.shape[-1]
+        x32 = jnp.asarray(x, jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+        scale = param_with_axes("scale", nn.initializers.ones, (features,), jnp.float32, axes=(self.axis_name,))
+        bias = param_with_axes("bias", nn.initializers.zeros, (features,), jnp.float32, axes=(self.axis_name,))
+        return jnp.asarray(y * scale + bias, self.dtype)
+
+
+class MlpBlock(nn.Module):
+    """Transformer feed-forward block: Dense(emb->mlp), activation, dropout, Dense(mlp->emb)."""
+
+    mlp_dim: int
+    activation: str = "gelu"
+    dropout_rate: float = 0.0
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
+        """x [batch, length, embed] -> [batch, length, embed]."""
+        emb_dim = x.shape[-1]
+        h = DenseGeneral(self.mlp_dim, ("embed", "mlp"), dtype=self.dtype, name="wi")(x)
+        h = get_activation(self.activation)(h)  # [batch, length, mlp]
+        h = with_sharding_constraint(h, ("batch", "length", "mlp"))
+        h = dropout(h, self.dropout_rate, enable_dropout)
+        y = DenseGeneral(emb_dim, ("mlp", "embed"), dtype=self.dtype, name="wo")(h)
+        return with_sharding_constraint(y, ("batch", "length", "embed"))  # [batch, length, embed]

@@ -1,0 +1,198 @@
+r"""Pretrain or fine-tune SimVLM: `train(...)` (plain Python) and its gin command line.
+
+    python -m simvlm_jax.train --gin_file=gin/tiny_cpu.gin --gin.MODEL_DIR=/tmp/simvlm_tiny
+
+Flags and macro names follow `t5x.train`: --gin_file (repeatable), --gin_bindings, --gin.NAME=VALUE,
+--gin_search_paths, --tfds_data_dir, and --multiprocess_gpu / --coordinator_address /
+--process_count / --process_index for multi-host runs. Gin is applied here only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+from absl import logging
+
+from simvlm_jax import checkpoints, metrics as metrics_lib
+from simvlm_jax.data import loader
+from simvlm_jax.trainer import Trainer, TrainState, TrainStateLayout
+from simvlm_jax.training_eval import TrainingEvaluator
+from simvlm_jax.training_log import ProgressLog, SummaryWriters, check_writable
+
+
+def train(
+    *,
+    model,
+    train_dataset_cfg,
+    train_eval_dataset_cfg=None,
+    infer_eval_dataset_cfg=None,
+    checkpoint_cfg,
+    partitioner,
+    trainer_cls: Callable[..., Trainer] = Trainer,
+    model_dir: str,
+    total_steps: int,
+    eval_steps: int = 20,
+    eval_period: int = 1000,
+    relative_steps: Optional[int] = None,
+    stats_period: Optional[int] = None,
+    random_seed: Optional[int] = None,
+    summarize_config_fn: Optional[Callable] = None,
+    run_eval_before_training: bool = False,
+    use_orbax: bool = True,
+    num_samples_to_log: int = 4,
+    **unused_t5x_kwargs: Any,
+) -> tuple[int, TrainState]:
+    """Trains `model` to `total_steps` (or `relative_steps` past the restored step); returns (step, state).
+
+    Resumes from the newest checkpoint in `model_dir` (including the data iterator when it was saved),
+    else from `checkpoint_cfg.restore.path`, else from scratch. Keyword names are T5X's.
+    """
+    if infer_eval_dataset_cfg is not None:
+        raise NotImplementedError("Inference evaluation during training is not implemented yet; use None.")
+    if not use_orbax:
+        raise ValueError("Only Orbax checkpoints are supported (use_orbax=True).")
+    for name in unused_t5x_kwargs:
+        logging.warning("train(): ignoring T5X argument %r, which the simvlm-jax trainer does not use.", name)
+    check_writable(model_dir)
+    stats_period = stats_period or eval_period
+    save_cfg, restore_cfg = checkpoint_cfg.save, checkpoint_cfg.restore
+    seed = random_seed if random_seed is not None else int(time.time())
+    logging.info("Random seed: %d", seed)
+
+    # ---------------------------------------------------------------- data
+    layout_info = partitioner.get_data_layout(train_dataset_cfg.batch_size)
+    train_ds = loader.get_dataset(train_dataset_cfg, layout_info.shard_id, layout_info.num_shards)
+    train_iter = iter(train_ds)  # a tf.data iterator: checkpointable
+    input_shapes = {k: (train_dataset_cfg.batch_size, *v.shape[1:]) for k, v in train_ds.element_spec.items()}
+    input_types = {k: v.dtype.as_numpy_dtype for k, v in train_ds.element_spec.items()}
+
+    # ---------------------------------------------------------------- train state
+    layout = TrainStateLayout(model, partitioner, input_shapes, input_types)
+    manager = checkpoints.CheckpointManager(model_dir, keep=save_cfg.keep if save_cfg else None)
+    state = _restore_or_initialize(layout, manager, model_dir, restore_cfg, save_cfg, train_iter, seed)
+    start_step = int(jax.device_get(state.step))
+    if relative_steps:
+        total_steps = start_step + relative_steps
+
+    writers = SummaryWriters(model_dir)
+    if jax.process_index() == 0:
+        with open(os.path.join(model_dir, "model-info.txt"), "w") as f:
+            f.write("\n".join(layout.model_info_lines()) + "\n")
+    if summarize_config_fn is not None:
+        summarize_config_fn(model_dir, writers.train, start_step)
+
+    evaluator = None
+    if train_eval_dataset_cfg is not None:
+        evaluator = TrainingEvaluator(
+            train_eval_dataset_cfg, layout_info, eval_steps, writers, model.output_vocabulary, num_samples_to_log
+        )
+    trainer = trainer_cls(
+        model=model, train_state=state, partitioner=partitioner,
+        eval_names=evaluator.task_names if evaluator else (), summary_dir=model_dir,
+        train_state_axes=layout.logical_axes, rng=jax.random.fold_in(jax.random.key(seed), 1),
+    )
+
+    # ---------------------------------------------------------------- loop
+    def save(step):
+        manager.save(step, trainer.train_state.to_checkpoint_tree(), train_iter if save_cfg.save_dataset else None)
+
+    if evaluator and run_eval_before_training:
+        evaluator.evaluate(trainer, start_step)
+    progress = ProgressLog(start_step, total_steps, train_dataset_cfg.batch_size)
+    pending: list = []
+    batches = loader.numpy_batches(train_iter)
+    step = start_step
+    while step < total_steps:
+        pending.append(trainer.train_step(next(batches)))
+        step += 1
+        if step % stats_period == 0 or step == total_steps:
+            summary = metrics_lib.compute_metrics(metrics_lib.merge_metrics(pending))  # the only host sync
+            pending = []
+            summary.update(progress.update(step, summary))
+            writers.train.write_scalars(step, summary)
+        if save_cfg and ((save_cfg.period and step % save_cfg.period == 0) or step in (save_cfg.checkpoint_steps or ())):
+            save(step)
+        if evaluator and (step % eval_period == 0 or step == total_steps):
+            evaluator.evaluate(trainer, step)
+    if save_cfg and checkpoints.latest_step(model_dir) != step:
+        save(step)
+    writers.flush()
+    logging.info("Finished at step %d. Checkpoints: %s/checkpoint_<step>; TensorBoard: tensorboard --logdir=%s",
+                 step, model_dir, model_dir)
+    return step, trainer.train_state
+
+
+def _restore_or_initialize(layout, manager, model_dir, restore_cfg, save_cfg, train_iter, seed) -> TrainState:
+    """The newest checkpoint of this run, else the configured restore path, else a fresh state."""
+    own = checkpoints.latest_step(model_dir)
+    paths = []
+    if own is not None:
+        paths.append(checkpoints.checkpoint_dir(model_dir, own))
+        with_dataset = bool(save_cfg and save_cfg.save_dataset)
+    elif restore_cfg is not None and restore_cfg.path:
+        configured = [restore_cfg.path] if isinstance(restore_cfg.path, str) else list(restore_cfg.path)
+        paths = [checkpoints.resolve_checkpoint_path(p) for p in configured[:1]]
+        with_dataset = restore_cfg.restore_dataset
+    if paths:
+        tree = manager.restore(paths[0], layout.abstract_state().to_checkpoint_tree(),
+                               train_iter if with_dataset else None)
+        state = TrainState.from_checkpoint_tree(tree)
+        print(f"Restored {paths[0]} (step {int(jax.device_get(state.step))}"
+              f"{', with the data iterator' if with_dataset else ''}); continuing.", flush=True)
+        return state
+    if restore_cfg is not None and restore_cfg.path and not restore_cfg.fallback_to_scratch:
+        raise FileNotFoundError(f"No checkpoint to restore at {restore_cfg.path!r}.")
+    return layout.initialize(jax.random.key(seed))
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line (gin lives here only).
+# --------------------------------------------------------------------------------------------------
+def default_gin_search_paths() -> list[str]:
+    """The repository's gin/ folder (for `include 'models/...'`) and the working directory."""
+    repo_gin = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+    return [p for p in (repo_gin, ".") if os.path.isdir(p)]
+
+
+def main(argv) -> None:
+    import gin
+    import seqio
+    from absl import flags
+
+    from simvlm_jax import gin_utils
+
+    del argv
+    flag_values = flags.FLAGS
+    if flag_values.coordinator_address:
+        jax.distributed.initialize(flag_values.coordinator_address, flag_values.process_count,
+                                   flag_values.process_index)
+    if flag_values.tfds_data_dir:
+        seqio.set_tfds_data_dir_override(flag_values.tfds_data_dir)
+    train_using_gin = gin.configurable(train)
+    gin_utils.parse_gin_flags(flag_values.gin_search_paths + default_gin_search_paths(),
+                              flag_values.gin_file, flag_values.gin_bindings)
+    train_using_gin()
+
+
+def define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_multi_string("gin_file", None, "Gin files to parse, in order (repeatable).")
+    flags.DEFINE_multi_string("gin_bindings", [], "Individual gin bindings; --gin.NAME=VALUE is shorthand.")
+    flags.DEFINE_list("gin_search_paths", ["."], "Folders searched for gin files and their includes.")
+    flags.DEFINE_string("tfds_data_dir", None, "Overrides the TFDS data dir of every task.")
+    flags.DEFINE_bool("multiprocess_gpu", False, "Multi-process GPU run (set the coordinator flags too).")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for jax.distributed.")
+    flags.DEFINE_integer("process_count", None, "Number of processes (multi-host).")
+    flags.DEFINE_integer("process_index", None, "This process's index (multi-host).")
+
+
+if __name__ == "__main__":
+    from simvlm_jax import gin_utils as _gin_utils
+
+    define_flags()
+    _gin_utils.run(main)

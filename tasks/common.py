@@ -1,0 +1,63 @@
+"""Building blocks for SimVLM tasks: output features and the two preprocessing pipelines."""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import seqio
+
+from simvlm_jax.data import preprocessors
+
+# The PrefixLM split's defaults (the paper does not give its distribution; see docs/data.md).
+DEFAULT_SPLIT = dict(min_prefix_tokens=0, max_prefix_tokens=None, min_target_tokens=1)
+
+
+def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
+    """Every SimVLM task has these four features, so image-text and text-only tasks mix."""
+    return {
+        "inputs": seqio.Feature(vocabulary, add_eos=False),
+        "targets": seqio.Feature(vocabulary, add_eos=True),
+        "image": seqio.ContinuousFeature(dtype=preprocessors.tf.float32, rank=3),
+        "image_mask": seqio.ContinuousFeature(dtype=preprocessors.tf.float32, rank=0),
+    }
+
+
+def image_text_preprocessors(image_key: str = "image", text_key: str = "text", prompt: Optional[str] = None,
+                             **split_kwargs) -> list:
+    """Image-text pairs -> PrefixLM examples (or prompted captioning examples when `prompt` is set)."""
+    steps = [
+        functools.partial(preprocessors.rekey_image_text, image_key=image_key, text_key=text_key),
+        preprocessors.decode_image,
+        preprocessors.resize_and_normalize_image,
+        preprocessors.tokenize_text,
+    ]
+    if prompt is not None:
+        steps.append(functools.partial(preprocessors.captioning_prompt, prompt=prompt))
+    else:
+        steps.append(functools.partial(preprocessors.prefix_lm_split, **{**DEFAULT_SPLIT, **split_kwargs}))
+    steps.append(seqio.preprocessors.append_eos_after_trim)
+    return steps
+
+
+def text_only_preprocessors(text_key: str = "text", **split_kwargs) -> list:
+    """Documents -> PrefixLM examples with a blank, masked-out image."""
+    return [
+        functools.partial(preprocessors.rekey_text, text_key=text_key),
+        preprocessors.add_blank_image,
+        preprocessors.tokenize_text,
+        functools.partial(preprocessors.prefix_lm_split, **{**DEFAULT_SPLIT, **split_kwargs}),
+        seqio.preprocessors.append_eos_after_trim,
+    ]
+
+
+def add_task(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary, steps: list, **kwargs) -> seqio.Task:
+    """Registers (replacing any task of the same name) and returns a task."""
+    seqio.TaskRegistry.remove(name)
+    return seqio.TaskRegistry.add(name, source=source, output_features=output_features(vocabulary),
+                                  preprocessors=steps, **kwargs)
+
+
+def add_mixture(name: str, tasks_and_rates: list[tuple[str, float]], **kwargs) -> seqio.Mixture:
+    seqio.MixtureRegistry.remove(name)
+    return seqio.MixtureRegistry.add(name, tasks_and_rates, **kwargs)

@@ -1,0 +1,389 @@
+"""Tests of simvlm_jax.network: shapes, masks, information flow, axis names, sizes, cached decoding.
+
+Kept fast on a 2-core CPU: parameters are shaped with `jax.eval_shape(model.init)` and filled with
+numpy random numbers (XLA's compile of ~150 random initialisers would dominate the run), each jitted
+function is compiled once per shape, and only `test_real_init` compiles an actual `init`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+from flax.linen import partitioning as nn_partitioning
+
+from simvlm_jax.network import SimVLMConfig, SimVLMNetwork, get_config, tiny_config
+from simvlm_jax.network.attention import (
+    cross_mask,
+    decoder_causal_mask,
+    encoder_self_mask,
+    encoder_valid_mask,
+)
+
+ALLOWED_AXES = {
+    "vocab", "embed", "mlp", "heads", "kv", "conv_height", "conv_width", "conv_in", "conv_out",
+    "image_positions", "text_positions", "image_index",
+}  # fmt: skip
+
+TINY = tiny_config()
+TINY2 = tiny_config(max_images=2)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _inputs(cfg: SimVLMConfig, batch: int = 2, num_images: int = 0, size: int | None = None, seed: int = 0):
+    """Random image(s), a text prefix with padding, and decoder inputs/targets with padding."""
+    rng = np.random.default_rng(seed)
+    size = cfg.image_size if size is None else size
+    image_shape = (batch, size, size, 3) if num_images == 0 else (batch, num_images, size, size, 3)
+    images = rng.normal(size=image_shape).astype(np.float32)
+    image_mask = np.ones((batch,) if num_images == 0 else (batch, num_images), np.float32)
+    enc_tokens = rng.integers(1, cfg.vocab_size, size=(batch, 5)).astype(np.int32)
+    enc_tokens[:, 4] = 0  # one pad in every prefix
+    targets = rng.integers(1, cfg.vocab_size, size=(batch, 6)).astype(np.int32)
+    targets[1, 4:] = 0  # second example's suffix is shorter
+    dec_inputs = np.concatenate([np.zeros((batch, 1), np.int32), targets[:, :-1]], axis=1)
+    return images, image_mask, enc_tokens, dec_inputs, targets
+
+
+def _abstract_variables(cfg: SimVLMConfig, batch: int = 2, num_images: int = 0):
+    """Shapes (and axis metadata) of every variable, allocating nothing."""
+    args = _inputs(cfg, batch, num_images)
+    return jax.eval_shape(SimVLMNetwork(cfg).init, jax.random.PRNGKey(0), *args)
+
+
+@functools.cache
+def _params(cfg: SimVLMConfig, num_images: int = 0):
+    """Random parameters of the right shapes (numpy-filled: no XLA random initialisers to compile)."""
+    shapes = _abstract_variables(cfg, num_images=num_images)["params"]
+    rng = np.random.default_rng(1)
+    flat = {}
+    for path, leaf in traverse_util.flatten_dict(shapes).items():
+        shape, name = leaf.shape, path[-1]
+        if name == "scale":
+            value = 1.0 + 0.1 * rng.normal(size=shape)
+        elif name in ("bias", "embedding"):
+            value = (0.1 if name == "bias" else 0.5) * rng.normal(size=shape)
+        else:  # kernels: fan-in scaling ([H, W, in, out] convs, [heads, kv, embed] outputs)
+            fan_in = math.prod(shape[:3]) if len(shape) == 4 else math.prod(shape[: len(shape) - 1])
+            fan_in = shape[0] if path[-2] in ("query", "key", "value") else fan_in
+            value = rng.normal(size=shape) / np.sqrt(fan_in)
+        flat[path] = jnp.asarray(value, jnp.float32)
+    return traverse_util.unflatten_dict(flat)
+
+
+@functools.cache
+def _forward(cfg: SimVLMConfig):
+    model = SimVLMNetwork(cfg)
+    return jax.jit(lambda params, *args: model.apply({"params": params}, *args))
+
+
+@functools.cache
+def _encode(cfg: SimVLMConfig):
+    model = SimVLMNetwork(cfg)
+    return jax.jit(
+        lambda params, *args: model.apply({"params": params}, *args, method=SimVLMNetwork.encode)
+    )
+
+
+def _count(tree) -> int:
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def test_forward_shapes_one_image():
+    images, image_mask, enc, dec_in, targets = _inputs(TINY)
+    logits = _forward(TINY)(_params(TINY), images, image_mask, enc, dec_in, targets)
+    assert logits.shape == (2, 6, TINY.vocab_size) and logits.dtype == jnp.float32
+    assert np.all(np.isfinite(logits))
+    encoded, mask = _encode(TINY)(_params(TINY), images, image_mask, enc)
+    assert TINY.num_image_tokens == 16
+    assert encoded.shape == (2, 16 + 5, TINY.emb_dim) and mask.shape == (2, 16 + 5)
+    assert mask.dtype == jnp.bool_ and mask.sum() == 2 * (16 + 4)
+
+
+def test_forward_shapes_two_images_and_image_index():
+    images, image_mask, enc, dec_in, targets = _inputs(TINY2, num_images=2)
+    params = _params(TINY2, num_images=2)
+    assert params["image_index_embedding"]["embedding"].shape == (2, TINY2.emb_dim)
+    encoded, mask = _encode(TINY2)(params, images, image_mask, enc)
+    assert encoded.shape == (2, 2 * 16 + 5, TINY2.emb_dim) and mask.shape == (2, 2 * 16 + 5)
+    logits = _forward(TINY2)(params, images, image_mask, enc, dec_in, targets)
+    assert logits.shape == (2, 6, TINY2.vocab_size)
+    # The image-index embedding tells the images apart: swapping them changes the output.
+    swapped = _forward(TINY2)(params, images[:, ::-1], image_mask, enc, dec_in, targets)
+    assert not np.allclose(logits, swapped, atol=1e-4)
+    # An absent second image is invisible; the present first one is not.
+    image_mask[:, 1] = 0
+    base = _forward(TINY2)(params, images, image_mask, enc, dec_in, targets)
+    other = images.copy()
+    other[:, 1] += 1.0
+    np.testing.assert_array_equal(base, _forward(TINY2)(params, other, image_mask, enc, dec_in, targets))
+    other[:, 0] += 1.0
+    assert not np.allclose(base, _forward(TINY2)(params, other, image_mask, enc, dec_in, targets), atol=1e-4)
+
+
+@pytest.mark.parametrize("blocks, tokens", [(0, 16), (1, 256), (2, 64), (3, 16), (4, 4)])
+def test_stem_depths_build_with_documented_token_counts(blocks, tokens):
+    # 64x64 tiny images: patch 16 -> 4x4; k blocks -> stride 2**(k+1).
+    cfg = tiny_config(num_conv_blocks=blocks)
+    assert cfg.num_image_tokens == tokens
+    variables = _abstract_variables(cfg)
+    args = _inputs(cfg)[:3]
+    encoded, mask = jax.eval_shape(
+        functools.partial(SimVLMNetwork(cfg).apply, method=SimVLMNetwork.encode), variables, *args
+    )
+    assert encoded.shape == (2, tokens + 5, cfg.emb_dim) and mask.shape == (2, tokens + 5)
+    assert ("image_projection" in variables["params"]) == (blocks > 0)
+
+
+def test_base_grid_is_14x14():
+    assert get_config("base").num_image_tokens == 196
+    assert get_config("base").image_grid(384, 384) == (24, 24)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="num_conv_blocks"):
+        tiny_config(num_conv_blocks=5)
+    with pytest.raises(ValueError, match="Unknown SimVLM size"):
+        get_config("giant")
+    images, image_mask, enc, _, _ = _inputs(TINY, num_images=2)
+    with pytest.raises(ValueError, match="max_images"):
+        SimVLMNetwork(TINY).apply(
+            {"params": _params(TINY)}, images, image_mask, enc, method=SimVLMNetwork.encode
+        )
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def test_masks_on_worked_example():
+    # [img0, img1, a, b, <pad>]; example 0 has its image, example 1 is text-only.
+    valid = encoder_valid_mask(jnp.array([[1.0], [0.0]]), 2, jnp.array([[7, 8, 0], [7, 8, 0]]))
+    np.testing.assert_array_equal(valid, [[1, 1, 1, 1, 0], [0, 0, 1, 1, 0]])
+    with_image = np.array(
+        [[1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [0, 0, 0, 0, 0]]
+    )
+    text_only = np.array(
+        [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 0]]
+    )
+    enc_mask = encoder_self_mask(valid)
+    assert enc_mask.shape == (2, 1, 5, 5) and enc_mask.dtype == jnp.bool_
+    np.testing.assert_array_equal(enc_mask[0, 0], with_image)
+    np.testing.assert_array_equal(enc_mask[1, 0], text_only)
+
+    # Suffix "c d": targets [c d <pad>], inputs [0 c d].
+    targets = jnp.array([[11, 12, 0]])
+    inputs = jnp.array([[0, 11, 12]])
+    dec_mask = decoder_causal_mask(inputs, targets)
+    assert dec_mask.shape == (1, 1, 3, 3)
+    np.testing.assert_array_equal(dec_mask[0, 0], [[1, 0, 0], [1, 1, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(
+        decoder_causal_mask(inputs)[0, 0], [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    )
+    x_mask = cross_mask(targets > 0, valid[:1])
+    assert x_mask.shape == (1, 1, 3, 5)
+    np.testing.assert_array_equal(
+        x_mask[0, 0], [[1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [0, 0, 0, 0, 0]]
+    )
+
+
+# ----------------------------------------------------------------------------- information flow
+
+
+def test_text_only_example_is_blind_to_its_image():
+    images, image_mask, enc, dec_in, targets = _inputs(TINY)
+    image_mask[0] = 0.0  # example 0 is text-only, example 1 has an image
+    params = _params(TINY)
+    logits = _forward(TINY)(params, images, image_mask, enc, dec_in, targets)
+    changed = _forward(TINY)(params, images + 1.0, image_mask, enc, dec_in, targets)
+    np.testing.assert_array_equal(logits[0], changed[0])
+    assert not np.allclose(logits[1], changed[1], atol=1e-4)
+
+
+def test_prefix_is_bidirectional_and_suffix_causal():
+    images, image_mask, enc, dec_in, targets = _inputs(TINY)
+    params = _params(TINY)
+    # Encoder: changing the last text token changes the encoding of earlier tokens (images included).
+    encoded, _ = _encode(TINY)(params, images, image_mask, enc)
+    enc2 = enc.copy()
+    enc2[:, 3] = enc[:, 3] % (TINY.vocab_size - 1) + 1
+    encoded2, _ = _encode(TINY)(params, images, image_mask, enc2)
+    earlier = TINY.num_image_tokens + 3  # image tokens and the first three text tokens
+    assert not np.allclose(encoded[:, :earlier], encoded2[:, :earlier], atol=1e-4)
+    # Decoder: changing input token 3 leaves logits 0..2 untouched and changes logits 3.
+    logits = _forward(TINY)(params, images, image_mask, enc, dec_in, targets)
+    dec2 = dec_in.copy()
+    dec2[:, 3] = dec_in[:, 3] % (TINY.vocab_size - 1) + 1
+    logits2 = _forward(TINY)(params, images, image_mask, enc, dec2, targets)
+    np.testing.assert_allclose(logits[:, :3], logits2[:, :3], atol=1e-6)
+    assert not np.allclose(logits[:, 3], logits2[:, 3], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- axis names
+
+
+def _check_axes(variables) -> None:
+    params = traverse_util.flatten_dict(variables["params"])
+    axes = traverse_util.flatten_dict(
+        nn_partitioning.get_axis_names(variables["params_axes"]),
+        is_leaf=lambda _, x: isinstance(x, jax.sharding.PartitionSpec),
+    )
+    assert set(params) == set(axes), set(params) ^ set(axes)
+    for path, leaf in params.items():
+        names = tuple(axes[path])
+        assert len(names) == leaf.ndim, (path, names, leaf.shape)
+        assert set(names) <= ALLOWED_AXES, (path, names)
+
+
+def test_every_param_has_allowed_logical_axes():
+    _check_axes(_abstract_variables(TINY2, num_images=2))
+    _check_axes(_abstract_variables(tiny_config(num_conv_blocks=0)))
+
+
+def test_activation_constraints_trace_under_axis_rules():
+    # A wrong rank in any with_sharding_constraint fails while tracing under a mesh and rules.
+    rules = [("batch", "data"), ("length", None), ("embed", None), ("mlp", "model"),
+             ("heads", "model"), ("kv", None), ("vocab", "model")]  # fmt: skip
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
+    with mesh, nn_partitioning.axis_rules(rules):
+        variables = _abstract_variables(TINY)
+        logits = jax.eval_shape(SimVLMNetwork(TINY).apply, variables, *_inputs(TINY))
+    assert logits.shape == (2, 6, TINY.vocab_size)
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+def expected_param_count(cfg: SimVLMConfig) -> int:
+    """Parameter count derived from the config (every Dense and conv-free projection has a bias)."""
+    d, hk, m = cfg.emb_dim, cfg.num_heads * cfg.head_dim, cfg.mlp_dim
+    attention = 4 * d * hk + 3 * hk + d  # q, k, v [d, h, k] + out [h, k, d] kernels; their biases
+    mlp = 2 * d * m + m + d  # wi [d, m] + wo [m, d] kernels; their biases
+    norm = 2 * d  # scale + bias
+    encoder = cfg.num_encoder_layers * (2 * norm + attention + mlp) + norm
+    decoder = cfg.num_decoder_layers * (3 * norm + 2 * attention + mlp) + norm
+    tables = (cfg.vocab_size + 2 * cfg.max_text_length + cfg.num_image_tokens) * d
+    tables += d * cfg.max_images if cfg.max_images > 1 else 0
+    # Stem: weight-standardised convs have no bias; each GroupNorm has scale + bias.
+    w, channels = cfg.stem_width, cfg.num_channels
+    if cfg.num_conv_blocks == 0:
+        stem = cfg.patch_size**2 * channels * d + d  # patch conv straight to the model width
+    else:
+        stem = 7 * 7 * channels * w + 2 * w  # root conv + norm
+        prev = w
+        for stage in range(cfg.num_conv_blocks):
+            inner, out = w * 2**stage, 4 * w * 2**stage
+            for block in range(cfg.stem_blocks_per_stage[stage]):
+                c_in = prev if block == 0 else out
+                stem += c_in * inner + 9 * inner * inner + inner * out  # 1x1, 3x3, 1x1 convs
+                stem += 2 * inner + 2 * inner + 2 * out  # their norms
+                if block == 0:  # projection shortcut (width or stride changes) + norm
+                    stem += c_in * out + 2 * out
+            prev = out
+        stem += prev * d + d  # Dense projection of the stem features to emb_dim
+    return encoder + decoder + tables + stem
+
+
+@pytest.mark.parametrize("name", ["base", "large", "huge"])
+def test_full_size_param_counts(name):
+    cfg = get_config(name)
+    model = SimVLMNetwork(cfg)
+    # Tiny inputs: the parameter shapes depend on the config only (the image table is resized).
+    args = (
+        jnp.zeros((1, 32, 32, 3)), jnp.ones((1,)), jnp.ones((1, 4), jnp.int32),
+        jnp.ones((1, 4), jnp.int32), jnp.ones((1, 4), jnp.int32),
+    )  # fmt: skip
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *args)["params"]
+    count = _count(shapes)
+    print(f"SimVLM-{name}: {count:,} parameters")
+    assert count == expected_param_count(cfg)
+    if name == "huge":
+        assert 1.3e9 <= count <= 1.7e9
+
+
+def test_tiny_param_count_matches_formula():
+    assert _count(_params(TINY)) == expected_param_count(TINY)
+    assert _count(_params(TINY2, num_images=2)) == expected_param_count(TINY2)
+
+
+# ----------------------------------------------------------------------------- decoding cache
+
+
+def test_cached_decoding_matches_full_causal_pass():
+    model = SimVLMNetwork(TINY)
+    params = _params(TINY)
+    images, image_mask, enc, dec_in, _ = _inputs(TINY)
+    encoded, enc_mask = _encode(TINY)(params, images, image_mask, enc)
+    decode = functools.partial(model.apply, method=SimVLMNetwork.decode)
+    full = jax.jit(lambda p, x: decode({"params": p}, encoded, enc_mask, x))(params, dec_in)
+
+    _, state = jax.jit(
+        lambda p: decode(
+            {"params": p}, encoded, enc_mask, jnp.zeros_like(dec_in), decode=True, mutable=["cache"]
+        )
+    )(params)
+    layer_cache = state["cache"]["decoder"]["layers_0"]["self_attention"]
+    assert layer_cache["cached_key"].shape == (2, 6, TINY.num_heads, TINY.head_dim)
+
+    @jax.jit
+    def step(cache, token):
+        return decode(
+            {"params": params, "cache": cache}, encoded, enc_mask, token, decode=True, mutable=["cache"]
+        )
+
+    cache = state["cache"]
+    for i in range(dec_in.shape[1]):
+        logits, state = step(cache, dec_in[:, i : i + 1])
+        cache = state["cache"]
+        np.testing.assert_allclose(logits[:, 0], full[:, i], atol=1e-5, rtol=1e-5)
+    assert int(cache["decoder"]["cache_index"]) == 6
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def test_image_position_table_is_resized_for_larger_images():
+    params = _params(TINY)
+    images, image_mask, enc, dec_in, targets = _inputs(TINY, size=96)  # 96 / 16 -> 6x6 grid
+    encoded, mask = _encode(TINY)(params, images, image_mask, enc)
+    assert encoded.shape == (2, 36 + 5, TINY.emb_dim) and mask.shape == (2, 41)
+    logits = _forward(TINY)(params, images, image_mask, enc, dec_in, targets)
+    assert logits.shape == (2, 6, TINY.vocab_size) and np.all(np.isfinite(logits))
+
+    table = params["image_position_embedding"]["embedding"]  # [16, embed] for the 4x4 grid
+    positions = functools.partial(
+        SimVLMNetwork(TINY).apply, {"params": params}, method=lambda m, h, w: m._image_positions(h, w)
+    )
+    np.testing.assert_array_equal(positions(4, 4), table)
+    resized = positions(6, 6)
+    expected = jax.image.resize(table.reshape(4, 4, -1), (6, 6, TINY.emb_dim), "bilinear")
+    np.testing.assert_allclose(resized, expected.reshape(36, -1), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- real init, dropout
+
+
+def test_real_init_and_dropout():
+    # The smallest stem and one layer each keep XLA's compile of the random initialisers short.
+    cfg = tiny_config(num_encoder_layers=1, num_decoder_layers=1, num_conv_blocks=1, dropout_rate=0.5)
+    model = SimVLMNetwork(cfg)
+    args = _inputs(cfg, size=32)
+    variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), *args)
+    assert _count(variables["params"]) == expected_param_count(cfg)
+    apply = jax.jit(model.apply, static_argnames="enable_dropout")
+    plain = apply(variables, *args)
+    assert np.all(np.isfinite(plain))
+    np.testing.assert_array_equal(plain, apply(variables, *args, rngs={"dropout": jax.random.key(1)}))
+    dropped = [
+        apply(variables, *args, enable_dropout=True, rngs={"dropout": jax.random.key(s)}) for s in (1, 2)
+    ]
+    assert not np.allclose(dropped[0], dropped[1]) and not np.allclose(dropped[0], plain)
