@@ -207,13 +207,13 @@ def sample_layout(rng: np.random.Generator, *, heldout: bool = False):
     """Draws the objects (in mention order) and the relation of a scene.
 
     Args:
-        rng: the generator; the layout consumes the first draws from it.
-        heldout: draw a scene containing at least one pair of `HELDOUT_PAIRS`
-            (otherwise no object uses a held-out pair).
+      rng: the generator; the layout consumes the first draws from it.
+      heldout: draw a scene containing at least one pair of `HELDOUT_PAIRS`
+        (otherwise no object uses a held-out pair).
 
     Returns:
-        (objects, relation): a list of 1 or 2 `SceneObject`s with positions, and
-        the relation of objects[0] to objects[1] (None for one object).
+      (objects, relation): a list of 1 or 2 `SceneObject`s with positions, and
+      the relation of objects[0] to objects[1] (None for one object).
     """
     num_objects = 1 + int(rng.integers(2))
     first = _sample_attributes(rng, HELDOUT_PAIRS if heldout else _TRAIN_PAIRS)
@@ -239,7 +239,7 @@ def sample_layout(rng: np.random.Generator, *, heldout: bool = False):
 
 
 def _texture(rng: np.random.Generator, kind: str) -> np.ndarray:
-    """A grey background texture [H, W] float32 of a few levels around 0."""
+    """A grey background texture [H, W] float32 within +-12 levels."""
     size = IMAGE_SIZE
     if kind == "plain":
         return np.zeros((size, size), np.float32)
@@ -248,6 +248,7 @@ def _texture(rng: np.random.Generator, kind: str) -> np.ndarray:
         return 8.0 * (np.cos(angle) * _COORDS[None, :] + np.sin(angle) * _COORDS[:, None])
     if kind == "blotches":  # Smooth, low-frequency mottling: a coarse grid, interpolated.
         coarse = rng.normal(0.0, 5.0, size=(_BLOTCH_GRID, _BLOTCH_GRID)).astype(np.float32)
+        coarse = np.clip(coarse, -12.0, 12.0)  # Interpolation then stays within +-12 too.
         return _UPSAMPLE @ coarse @ _UPSAMPLE.T
     if kind == "stripes":  # Faint horizontal or vertical stripes, 2-4 pixels wide.
         width, phase, vertical = rng.integers(2, 5), rng.integers(8), rng.integers(2)
@@ -259,9 +260,10 @@ def _texture(rng: np.random.Generator, kind: str) -> np.ndarray:
 def _background(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """A dark background uint8 [H, W, 3] and its kind."""
     kind = BACKGROUND_KINDS[rng.integers(len(BACKGROUND_KINDS))]
-    base = rng.integers(BACKGROUND_RANGE[0], BACKGROUND_RANGE[1] + 1, size=3).astype(np.float32)
-    image = base[None, None, :] + _texture(rng, kind)[:, :, None]
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), kind
+    base = rng.integers(BACKGROUND_RANGE[0], BACKGROUND_RANGE[1] + 1, size=3).astype(np.int16)
+    texture = np.rint(_texture(rng, kind)).astype(np.int16)  # [H, W], small values.
+    # Bases are at least 15 and textures within +-12 levels: nothing to clip.
+    return (base[None, None, :] + texture[:, :, None]).astype(np.uint8), kind
 
 
 def _draw(draw: ImageDraw.ImageDraw, obj: SceneObject, rgb: tuple[int, int, int]) -> None:
@@ -287,8 +289,8 @@ def render(rng: np.random.Generator, objects: Sequence[SceneObject]):
     """Draws `objects` on a random background.
 
     Returns:
-        (image, rgbs, background_kind): uint8 [64, 64, 3], the jittered RGB of
-        each object, and the background's kind.
+      (image, rgbs, background_kind): uint8 [64, 64, 3], the jittered RGB of
+      each object, and the background's kind.
     """
     background, kind = _background(rng)
     canvas = Image.fromarray(background)
@@ -311,26 +313,36 @@ def generate_scene(rng: np.random.Generator, *, heldout: bool = False):
     """Draws one scene.
 
     Args:
-        rng: a NumPy generator; the scene is a function of its state.
-        heldout: whether to draw a held-out composition (see `sample_layout`).
+      rng: a NumPy generator; the scene is a function of its state.
+      heldout: whether to draw a held-out composition (see `sample_layout`).
 
     Returns:
-        (image, caption, metadata): image uint8 [64, 64, 3]; the canonical
-        caption; metadata with `num_objects`, `relation` ("" for one object),
-        `objects` (dicts of colour/shape/size/x/y/radius/bbox/rgb, in mention
-        order), `background` and `has_heldout_pair`.
+      (image, caption, metadata): image uint8 [64, 64, 3]; the canonical
+      caption; metadata with `num_objects`, `relation` ("" for one object),
+      `objects` (dicts of colour/shape/size/x/y/radius/bbox/rgb, in mention
+      order), `background` and `has_heldout_pair`.
     """
     objects, relation = sample_layout(rng, heldout=heldout)
     image, rgbs, kind = render(rng, objects)
+    object_dicts = [
+        {
+            "colour": obj.colour,
+            "shape": obj.shape,
+            "size": obj.size,
+            "x": obj.x,
+            "y": obj.y,
+            "radius": obj.radius,
+            "bbox": obj.bbox,
+            "rgb": rgb,
+        }
+        for obj, rgb in zip(objects, rgbs)
+    ]
     metadata = {
-            "num_objects": len(objects),
-            "relation": relation or "",
-            "objects": [
-                    {**dataclasses.asdict(obj), "bbox": obj.bbox, "rgb": rgb}
-                    for obj, rgb in zip(objects, rgbs)
-            ],
-            "background": kind,
-            "has_heldout_pair": any((o.colour, o.shape) in HELDOUT_PAIRS for o in objects),
+        "num_objects": len(objects),
+        "relation": relation or "",
+        "objects": object_dicts,
+        "background": kind,
+        "has_heldout_pair": any((o.colour, o.shape) in HELDOUT_PAIRS for o in objects),
     }
     return image, caption_of(objects, relation), metadata
 

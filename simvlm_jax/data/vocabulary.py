@@ -17,7 +17,7 @@ import argparse
 import io
 import os
 import sys
-import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
@@ -36,11 +36,10 @@ def _clean(texts: Iterable[str]) -> Iterator[str]:
 
 def atomic_write(path: str, data: bytes) -> None:
     """Writes `data` to `path` through a temporary file in the same folder and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".tmp")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp_path = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp_path, "xb") as f:  # Created with the usual permissions (umask).
             f.write(data)
         os.replace(tmp_path, path)
     except BaseException:

@@ -7,11 +7,11 @@ the CPU-sized model used by tests and smoke runs.
 Parameter counts of the presets (vocab 32000, max_text_length 512, image 224 -> 196 image tokens;
 measured with `jax.eval_shape` in tests/test_network.py, which also derives them from a formula):
 
-| preset | conv stem | encoder | decoder | embeddings + positions + projection | total |
-|--------|-----------|---------|---------|-------------------------------------|-------|
-| base   |  27.5M    |  85.1M  | 113.4M  |  26.3M                              | 252.3M (252,334,336) |
-| large  |  27.5M    | 302.3M  | 403.1M  |  35.1M                              | 768.0M (768,008,768) |
-| huge   |  43.2M    | 629.7M  | 839.6M  |  43.8M                              | 1.556B (1,556,267,264) |
+| preset | conv stem | encoder | decoder | embeddings, positions, projection | total                  |
+|--------|-----------|---------|---------|-----------------------------------|------------------------|
+| base   |  27.5M    |  85.1M  | 113.4M  |  26.3M                            | 252.3M (252,314,432)   |
+| large  |  27.5M    | 302.3M  | 403.1M  |  35.1M                            | 768.0M (768,035,904)   |
+| huge   |  43.2M    | 629.7M  | 839.6M  |  43.8M                            | 1.556B (1,556,334,912) |
 
 Where the numbers come from (D = emb_dim, M = mlp_dim, H*K = heads * head_dim, biases included):
   * attention block: 4*D*H*K (q, k, v, out kernels) + 3*H*K + D (biases);
@@ -24,7 +24,7 @@ Where the numbers come from (D = emb_dim, M = mlp_dim, H*K = heads * head_dim, b
     base/large) or ResNet-152 (3, 8, 36 blocks, huge), weight-standardised convs without biases,
     GroupNorm scale and bias.
 Huge: the 32+32 layer Transformer alone is 1.469B, so no stem keeps the total at "about 1.4B" as the
-paper says; we keep the plain stem width 64 (a 1.5x wider stem, stem_width=96, would give 1.611B).
+paper says; we keep the plain stem width 64 (a 1.5x wider stem, stem_width=96, gives 1,610,860,384).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class SimVLMConfig:
         return 4 * self.stem_width * 2 ** (self.num_conv_blocks - 1)
 
 
-# The presets. Sizes follow ViT (see docs: SIMVLM_FACTS.md); stems follow the paper's "first three
+# The presets. Sizes follow ViT, as in the SimVLM paper (arXiv 2108.10904); stems follow the paper's "first three
 # blocks of a ResNet", a ResNet-101 for Base/Large and a ResNet-152 for Huge (assumed).
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(

@@ -4,6 +4,9 @@ Generated locally from `simvlm_jax.data.scenes`, deterministically; nothing is d
 Splits: `train` and `validation` (no held-out colour-shape pair) and `heldout` (each image has at
 least one pair of `scenes.HELDOUT_PAIRS`). Split sizes are `scenes.NUM_TRAIN`, `NUM_VALIDATION`
 and `NUM_HELDOUT`, read when the data is generated.
+
+Per-object metadata (colours, shapes, sizes, positions) is not stored, which keeps generation fast:
+`scenes.generate_example(split, index)` regenerates it exactly, `index` being the number in `id`.
 """
 
 from __future__ import annotations
@@ -16,23 +19,17 @@ from etils import epath
 from simvlm_jax.data import scenes
 
 
-def _bbox(obj: dict) -> np.ndarray:
-    """The normalised box [ymin, xmin, ymax, xmax] float32 around an object's reserved pixels."""
-    x0, y0, x1, y1 = obj["bbox"]
-    return np.array([y0, x0, y1 + 1, x1 + 1], np.float32) / np.float32(scenes.IMAGE_SIZE)
-
-
 class EmbeddedScenes(tfds.core.GeneratorBasedBuilder):
     """Procedural 64x64 scenes of one or two coloured shapes, with canonical captions."""
 
     VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: 7 colours, 5 shapes, 2 sizes, 4 relations, 5 held-out pairs.",
+    }
     # This module and its folder (where TFDS looks for metadata and checksum files; none here),
     # given explicitly: TFDS fails to infer them when `simvlm_jax` is a namespace package.
     code_path = epath.Path(__file__)
     pkg_dir_path = epath.Path(__file__).parent
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release: 7 colours, 5 shapes, 2 sizes, 4 relations, 5 held-out pairs.",
-    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = scenes.IMAGE_SIZE
@@ -46,16 +43,10 @@ class EmbeddedScenes(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
                 "caption": tfds.features.Text(),
-                "id": tfds.features.Text(),  # "<split>-<index>"
-                "num_objects": np.int32,
-                "relation": tfds.features.Text(),  # Of objects[0] to objects[1]; "" if one.
-                "has_heldout_pair": np.bool_,
-                "objects": tfds.features.Sequence({  # In the order the caption mentions them.
-                    "colour": tfds.features.ClassLabel(names=scenes.COLOUR_NAMES),
-                    "shape": tfds.features.ClassLabel(names=scenes.SHAPES),
-                    "size": tfds.features.ClassLabel(names=scenes.SIZES),
-                    "bbox": tfds.features.BBoxFeature(),
-                }),
+                "id": tfds.features.Text(),  # "<split>-<index>", e.g. "train-00042".
+                "num_objects": np.int32,  # 1 or 2.
+                "relation": tfds.features.Text(),  # Of the 1st-mentioned object; "" if one.
+                "has_heldout_pair": np.bool_,  # True exactly in the heldout split.
             }),
             supervised_keys=("image", "caption"),
         )
@@ -76,8 +67,4 @@ class EmbeddedScenes(tfds.core.GeneratorBasedBuilder):
                 "num_objects": metadata["num_objects"],
                 "relation": metadata["relation"],
                 "has_heldout_pair": metadata["has_heldout_pair"],
-                "objects": [
-                    {"colour": o["colour"], "shape": o["shape"], "size": o["size"], "bbox": _bbox(o)}
-                    for o in metadata["objects"]
-                ],
             }

@@ -1,0 +1,80 @@
+"""Every gin file in gin/ parses, binds known parameters, and required macros fail by name."""
+
+import glob
+import os
+import sys
+
+import gin
+import pytest
+
+from simvlm_jax import gin_utils, train as train_lib
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+ALL_GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, "**", "*.gin"), recursive=True))
+EXPERIMENTS = ["simvlm_base.gin", "simvlm_large.gin", "simvlm_huge.gin", "tiny_cpu.gin"]
+# Macros a file leaves to others: model gins need TRAIN_STEPS (from a run/experiment); the run gin
+# needs a MODEL, LEARNING_RATE_SCHEDULE (from a model gin); common.gin needs VOCABULARY.
+CONTEXT = ["TRAIN_STEPS = 10", "MODEL_DIR = '/tmp/x'", "VOCABULARY = None", "MODEL = None",
+           "LEARNING_RATE_SCHEDULE = None"]
+
+
+@pytest.fixture(autouse=True)
+def clean_gin(monkeypatch):
+    # As under `python -m simvlm_jax.train`: gin files `import __main__ as train_script`.
+    monkeypatch.setattr(sys.modules["__main__"], "train", train_lib.train, raising=False)
+    gin.clear_config(clear_constants=False)
+    gin.enter_interactive_mode()
+    yield
+    gin.clear_config(clear_constants=False)
+    gin.exit_interactive_mode()
+
+
+def test_every_gin_file_is_covered():
+    names = {os.path.relpath(p, GIN_DIR) for p in ALL_GIN_FILES}
+    assert set(EXPERIMENTS) <= names and "runs/pretrain.gin" in names and len(names) >= 9
+
+
+@pytest.mark.parametrize("path", ALL_GIN_FILES, ids=lambda p: os.path.relpath(p, GIN_DIR))
+def test_gin_file_parses(path):
+    gin.add_config_file_search_path(GIN_DIR)
+    if path.endswith(os.path.join("runs", "pretrain.gin")):
+        # Alone, the run gin leaves exactly the macros its header lists as required.
+        gin.parse_config_files_and_bindings([path], [], finalize_config=False)
+        assert gin_utils.missing_required_macros() == sorted(
+            ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_DIR"])
+        return
+    bindings = [] if os.path.basename(path) in EXPERIMENTS else CONTEXT
+    gin.parse_config_files_and_bindings([path], bindings + ["MODEL_DIR = '/tmp/x'"], finalize_config=False)
+    assert gin_utils.missing_required_macros() == []
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_builds_its_model_and_configs(experiment):
+    from simvlm_jax import models
+
+    gin.add_config_file_search_path(GIN_DIR)
+    gin.parse_config_files_and_bindings([os.path.join(GIN_DIR, experiment)], ["MODEL_DIR = '/tmp/x'"],
+                                        finalize_config=False)
+    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+    assert isinstance(model, models.SimVLMModel)
+    lengths = gin.query_parameter("%TASK_FEATURE_LENGTHS")
+    assert set(lengths) == {"inputs", "targets", "image"} and lengths["image"] == model.module.config.image_size
+    schedule = gin.query_parameter("%LEARNING_RATE_SCHEDULE").scoped_configurable_fn()
+    steps = gin.query_parameter("%TRAIN_STEPS")
+    peak = gin.query_parameter("%PEAK_LEARNING_RATE")
+    assert float(schedule(0)) == 0.0 and abs(float(schedule(int(0.02 * steps))) - peak) < 1e-9
+    assert abs(float(schedule(steps))) < 1e-9
+
+
+def test_missing_required_macro_fails_at_once_naming_it():
+    with pytest.raises(ValueError, match=r"MODEL_DIR.*--gin\.MODEL_DIR="):
+        gin_utils.parse_gin_flags([GIN_DIR], [os.path.join(GIN_DIR, "tiny_cpu.gin")], [], finalize_config=False)
+
+
+def test_gin_shorthand_flags_are_rewritten_and_bare_paths_quoted():
+    assert gin_utils.rewrite_gin_args(["prog", "--gin.MODEL_DIR=/tmp/run", "--gin.TRAIN_STEPS=6",
+                                       "--gin.X='a'", "--gin.Y=@f()", "--gin.Z=gs://b/x", "--other=1"]) == [
+        "prog", "--gin_bindings=MODEL_DIR = '/tmp/run'", "--gin_bindings=TRAIN_STEPS = 6",
+        "--gin_bindings=X = 'a'", "--gin_bindings=Y = @f()", "--gin_bindings=Z = 'gs://b/x'", "--other=1"]
+    with pytest.raises(ValueError, match="no '='"):
+        gin_utils.rewrite_gin_args(["--gin.MODEL_DIR"])
