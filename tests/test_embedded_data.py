@@ -28,6 +28,14 @@ def _pairs_in_caption(caption: str) -> set[tuple[str, str]]:
     return set(_PAIR_RE.findall(caption))
 
 
+def _describe(obj: dict) -> str:
+    return f"a {obj['size']} {obj['colour']} {obj['shape']}"
+
+
+def _as_object(obj: dict) -> scenes.SceneObject:
+    return scenes.SceneObject(obj["colour"], obj["shape"], obj["size"])
+
+
 @pytest.fixture(scope="module")
 def small_sizes():
     """Patches the scene split sizes down for every test of this module that asks for it."""
@@ -130,19 +138,11 @@ def test_relations_are_true_to_positions():
             }
             assert expected[meta["relation"]], (caption, meta)
             assert sum(expected.values()) == 1
-            assert caption == f"{a_desc(a)} {meta['relation']} {a_desc(b)}"
+            assert caption == f"{_describe(a)} {meta['relation']} {_describe(b)}"
             # Canonical mention order: larger first, then colour order, then shape order.
             assert scenes.mention_key(_as_object(a)) < scenes.mention_key(_as_object(b))
             relations[meta["relation"]] += 1
     assert set(relations) == set(scenes.RELATIONS)
-
-
-def a_desc(obj: dict) -> str:
-    return f"a {obj['size']} {obj['colour']} {obj['shape']}"
-
-
-def _as_object(obj: dict) -> scenes.SceneObject:
-    return scenes.SceneObject(obj["colour"], obj["shape"], obj["size"])
 
 
 def test_colours_and_sizes_are_in_the_pixels():
@@ -289,7 +289,8 @@ def test_vocabulary_command_line(tmp_path, capsys):
     source = tmp_path / "corpus.txt"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     prefix = str(tmp_path / "out" / "mine")
-    assert vocabulary.main([f"--input={source}", f"--model_prefix={prefix}", "--vocab_size=300"]) == 0
+    argv = [f"--input={source}", f"--model_prefix={prefix}", "--vocab_size=300"]
+    assert vocabulary.main(argv) == 0
     path = capsys.readouterr().out.strip()
     assert path == prefix + ".model"
     processor = spm.SentencePieceProcessor(model_file=path)

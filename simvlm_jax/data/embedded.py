@@ -40,7 +40,8 @@ BUILDERS = (EmbeddedScenes, PydocText)
 
 def default_data_dir() -> str:
     """$SIMVLM_DATA_DIR if set, else ~/.cache/simvlm_jax."""
-    return os.environ.get(DATA_DIR_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "simvlm_jax")
+    default = os.path.join(os.path.expanduser("~"), ".cache", "simvlm_jax")
+    return os.environ.get(DATA_DIR_ENV) or default
 
 
 def _resolve(data_dir: str | None) -> str:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -47,13 +47,13 @@ IMAGE_SIZE = 64  # Images are [IMAGE_SIZE, IMAGE_SIZE, 3] uint8.
 
 # Nominal RGB of each colour; every object gets its own jitter around it.
 COLOURS: dict[str, tuple[int, int, int]] = {
-        "red": (220, 40, 40),
-        "green": (40, 180, 60),
-        "blue": (50, 90, 230),
-        "yellow": (235, 215, 40),
-        "purple": (150, 60, 200),
-        "orange": (245, 135, 25),
-        "white": (240, 240, 240),
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (50, 90, 230),
+    "yellow": (235, 215, 40),
+    "purple": (150, 60, 200),
+    "orange": (245, 135, 25),
+    "white": (240, 240, 240),
 }
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
@@ -64,11 +64,11 @@ RELATIONS: tuple[str, ...] = ("to the left of", "to the right of", "above", "bel
 # choice, so each held-out shape keeps 6 training colours and each held-out
 # colour keeps 4 training shapes; orange and white keep every shape.
 HELDOUT_PAIRS: tuple[tuple[str, str], ...] = (
-        ("red", "triangle"),
-        ("green", "diamond"),
-        ("blue", "cross"),
-        ("yellow", "circle"),
-        ("purple", "square"),
+    ("red", "triangle"),
+    ("green", "diamond"),
+    ("blue", "cross"),
+    ("yellow", "circle"),
+    ("purple", "square"),
 )
 
 # Number of examples per split. Read at call time, so tests may patch them.
@@ -88,9 +88,10 @@ BACKGROUND_RANGE = (15, 65)  # Per-channel base background level (inclusive).
 _COORDS = np.linspace(-1.0, 1.0, IMAGE_SIZE, dtype=np.float32)
 _BLOTCH_GRID = 5  # Coarse grid of the "blotches" texture.
 # [IMAGE_SIZE, _BLOTCH_GRID] linear-interpolation weights from the coarse grid to pixels.
-_UPSAMPLE = np.maximum(
-    0.0, 1.0 - np.abs(np.linspace(0, _BLOTCH_GRID - 1, IMAGE_SIZE)[:, None] - np.arange(_BLOTCH_GRID))
-).astype(np.float32)
+_GRID_POSITIONS = np.linspace(0, _BLOTCH_GRID - 1, IMAGE_SIZE)[:, None]  # [IMAGE_SIZE, 1]
+_UPSAMPLE = np.maximum(0.0, 1.0 - np.abs(_GRID_POSITIONS - np.arange(_BLOTCH_GRID))).astype(
+    np.float32
+)
 _ALL_PAIRS = tuple((c, s) for c in COLOUR_NAMES for s in SHAPES)
 _TRAIN_PAIRS = tuple(p for p in _ALL_PAIRS if p not in HELDOUT_PAIRS)
 
@@ -177,7 +178,9 @@ def _centre_range(radius: int) -> tuple[int, int]:
     return MARGIN + radius, IMAGE_SIZE - 1 - MARGIN - radius
 
 
-def _place_pair(rng: np.random.Generator, a: SceneObject, b: SceneObject, relation: str):
+def _place_pair(
+    rng: np.random.Generator, a: SceneObject, b: SceneObject, relation: str
+) -> tuple[SceneObject, SceneObject]:
     """Positions for `a` and `b` such that `relation_between(a, b) == relation`."""
     horizontal = relation in ("to the left of", "to the right of")
     a_first = relation in ("to the left of", "above")  # `a` has the smaller major coordinate.
@@ -203,7 +206,9 @@ def _place_pair(rng: np.random.Generator, a: SceneObject, b: SceneObject, relati
     return a, b
 
 
-def sample_layout(rng: np.random.Generator, *, heldout: bool = False):
+def sample_layout(
+    rng: np.random.Generator, *, heldout: bool = False
+) -> tuple[list[SceneObject], str | None]:
     """Draws the objects (in mention order) and the relation of a scene.
 
     Args:
@@ -285,7 +290,9 @@ def _draw(draw: ImageDraw.ImageDraw, obj: SceneObject, rgb: tuple[int, int, int]
         raise ValueError(f"Unknown shape {obj.shape!r}.")
 
 
-def render(rng: np.random.Generator, objects: Sequence[SceneObject]):
+def render(
+    rng: np.random.Generator, objects: Sequence[SceneObject]
+) -> tuple[np.ndarray, list[tuple[int, int, int]], str]:
     """Draws `objects` on a random background.
 
     Returns:
@@ -309,7 +316,9 @@ def render(rng: np.random.Generator, objects: Sequence[SceneObject]):
 # ---------------------------------------------------------------------------
 
 
-def generate_scene(rng: np.random.Generator, *, heldout: bool = False):
+def generate_scene(
+    rng: np.random.Generator, *, heldout: bool = False
+) -> tuple[np.ndarray, str, dict]:
     """Draws one scene.
 
     Args:
@@ -354,14 +363,16 @@ def example_rng(split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([zlib.crc32(split.encode("utf-8")), index])
 
 
-def generate_example(split: str, index: int):
+def generate_example(split: str, index: int) -> tuple[np.ndarray, str, dict]:
     """Example `index` of `split` as (image, caption, metadata) with an `id`."""
     image, caption, metadata = generate_scene(example_rng(split, index), heldout=split == "heldout")
     metadata["id"] = f"{split}-{index:05d}"
     return image, caption, metadata
 
 
-def generate_split(split: str, num_examples: int | None = None) -> Iterator:
+def generate_split(
+    split: str, num_examples: int | None = None
+) -> Iterator[tuple[np.ndarray, str, dict]]:
     """Yields (image, caption, metadata) for the first examples of `split`."""
     count = split_size(split) if num_examples is None else num_examples
     for index in range(count):

@@ -13,9 +13,10 @@ Documents:
   boundaries; a short tail is merged into the document before it.
 * Split: a topic goes to `validation` when a stable hash of its name falls in
   the first `VALIDATION_PERCENT` of 100 buckets, else to `train` (Python 3.11:
-  7 of 79 topics). Topics overlap (e.g. "compound" contains "if"), so
-  paragraphs of at least `DEDUP_MIN_WORDS` words are kept only at their first
-  occurrence within a split, and validation drops any that train contains.
+  7 of 79 topics). Topics overlap ("compound" contains "if"), so paragraphs of
+  at least `DEDUP_MIN_WORDS` words are kept only at their first occurrence in a
+  split, and validation drops those that train holds (in 3.11, 5 validation
+  topics keep text: 9 documents, ~4% of the words).
 * Documents shorter than `MIN_WORDS` words after that are dropped.
 """
 

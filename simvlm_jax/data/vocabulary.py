@@ -122,7 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Train a T5-style (pad=0, eos=1, unk=2, no bos) SentencePiece vocabulary.",
     )
     parser.add_argument(
-        "--input", action="append", required=True, help="UTF-8 text file, one text a line; repeatable."
+        "--input",
+        action="append",
+        required=True,
+        help="UTF-8 text file, one text a line; repeat the flag for more files.",
     )
     parser.add_argument("--model_prefix", required=True, help="Output path without extension.")
     parser.add_argument("--vocab_size", type=int, required=True, help="Number of pieces.")

@@ -1,0 +1,66 @@
+"""Run in a subprocess with 8 forced CPU devices (see test_partitioning.py): one train step of the tiny
+model on a 1-device mesh and on a data=4 x model=2 mesh (and data=2 x fsdp=2 x model=2); prints JSON."""
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+import optax
+import seqio
+
+from simvlm_jax.models import SimVLMModel
+from simvlm_jax.network import SimVLMNetwork, tiny_config
+from simvlm_jax.partitioning import PjitPartitioner
+from simvlm_jax.trainer import Trainer, TrainStateLayout
+
+B, S = 8, 32
+
+
+def batch():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(2, 64, size=(B, 6)).astype(np.int32)
+    targets[:, 4:] = 0
+    return {
+        "encoder_image": rng.normal(size=(B, S, S, 3)).astype(np.float32),
+        "encoder_image_mask": (np.arange(B) % 4 != 0).astype(np.float32),
+        "encoder_input_tokens": rng.integers(1, 64, size=(B, 5)).astype(np.int32),
+        "decoder_target_tokens": targets,
+        "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
+        "decoder_loss_weights": (targets > 0).astype(np.int32),
+    }
+
+
+def one_step(partitioner):
+    vocab = seqio.PassThroughVocabulary(size=64, eos_id=1)
+    model = SimVLMModel(SimVLMNetwork(tiny_config(vocab_size=64, image_size=S, num_conv_blocks=0, patch_size=8)), vocab, vocab,
+                        optax.sgd(0.5))  # SGD: parameters comparable across meshes (Adam amplifies noise)
+    data = batch()
+    layout = TrainStateLayout(model, partitioner, {k: v.shape for k, v in data.items()})
+    state = layout.initialize(jax.random.key(0))
+    trainer = Trainer(model, state, partitioner, rng=jax.random.key(1))
+    metrics = trainer.train_step(data)
+    loss = float(metrics["loss"].compute())
+    params = jax.device_get(trainer.train_state.params)
+    mlp_kernel = trainer.train_state.params["encoder"]["layers_0"]["mlp"]["wi"]["kernel"]
+    return loss, params, mlp_kernel.addressable_shards[0].data.shape, mlp_kernel.shape
+
+
+def main():
+    assert jax.device_count() == 8, jax.devices()
+    single_loss, single_params, _, _ = one_step(PjitPartitioner(devices=jax.devices()[:1]))
+    out = {"single_loss": single_loss}
+    for name, partitioner in {
+        "data4_model2": PjitPartitioner(num_partitions=2),
+        "data2_fsdp2_model2": PjitPartitioner(num_partitions=2, fsdp_partitions=2),
+    }.items():
+        loss, params, shard_shape, full_shape = one_step(partitioner)
+        diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), single_params, params)
+        out[name] = {"loss": loss, "max_param_diff": max(jax.tree.leaves(diffs)),
+                     "mlp_shard_shape": list(shard_shape), "mlp_full_shape": list(full_shape)}
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
