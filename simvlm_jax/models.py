@@ -107,8 +107,9 @@ class SimVLMModel:
             "decoder_input_tokens": dummy("decoder_input_tokens", jnp.int32),
             "decoder_target_tokens": dummy("decoder_input_tokens", jnp.int32),
         }
-        variables = self.module.init({"params": rng, "dropout": rng}, **batch, enable_dropout=False)
-        return flax.core.freeze(variables)
+        # Compiled: an eager init of even the tiny model dispatches thousands of small ops.
+        init = jax.jit(lambda rng, batch: self.module.init({"params": rng, "dropout": rng}, **batch, enable_dropout=False))
+        return flax.core.freeze(init(rng, batch))
 
     # ----------------------------------------------------------------------------------------------
     # Loss and scoring.

@@ -94,9 +94,11 @@ class TrainStateLayout:
 
     def abstract_state(self) -> TrainState:
         """ShapeDtypeStructs carrying their shardings: the target of a checkpoint restore."""
+        # `shardings` is a prefix of `shapes` (an optimizer state without arrays has one spec).
         return jax.tree.map(
-            lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
-            self.shapes, self.shardings,
+            lambda sharding, shapes: jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes),
+            self.shardings, self.shapes, is_leaf=lambda x: isinstance(x, NamedSharding),
         )
 
     def initialize(self, rng: jax.Array) -> TrainState:

@@ -1,0 +1,38 @@
+"""End to end through the real command line: train 2 steps, write the model dir, resume to 4."""
+
+import glob
+import os
+
+from tests.conftest import run_module
+
+TINY_RUN = ["--gin_file=gin/tiny_cpu.gin", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2", "--gin.EVAL_STEPS=1",
+            "--gin.CHECKPOINT_PERIOD=2", "--gin.train.stats_period=1"]
+
+
+def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
+    model_dir = str(tmp_path / "run")
+    first = run_module("simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=2")
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert "step 2/2" in first.stdout
+    assert os.path.isdir(os.path.join(model_dir, "checkpoint_2", "state"))
+    assert glob.glob(os.path.join(model_dir, "checkpoint_2", "dataset", "train_ds-000-of-001*"))
+    config = open(os.path.join(model_dir, "config.gin")).read()
+    assert "total_steps = 2" in config or "TRAIN_STEPS = 2" in config
+    info = open(os.path.join(model_dir, "model-info.txt")).read()
+    assert "Total number of parameters:" in info and "shape (vocab=2000, embed=128)" in info
+    assert glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*"))
+    for task in ("embedded_scenes_prefixlm", "embedded_text_prefixlm", "embedded_heldout_captioning"):
+        assert glob.glob(os.path.join(model_dir, "training_eval", task, "events.out.tfevents.*")), task
+    assert "greedy:" in first.stdout  # samples of image tasks are written to the log
+
+    second = run_module("simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=4")
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "Restored" in second.stdout and "checkpoint_2" in second.stdout and "with the data iterator" in second.stdout
+    assert "step 3/4" in second.stdout and "step 1/" not in second.stdout  # continues, not restarts
+    assert os.path.isdir(os.path.join(model_dir, "checkpoint_4"))
+
+
+def test_unset_model_dir_fails_at_once_naming_the_macro():
+    done = run_module("simvlm_jax.train", "--gin_file=gin/tiny_cpu.gin", timeout=120)
+    assert done.returncode != 0
+    assert "MODEL_DIR" in done.stderr and "--gin.MODEL_DIR=" in done.stderr
