@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ notices drown the progress lines
 from typing import Any, Callable, Optional
 
 import jax
@@ -109,7 +111,7 @@ def train(
     while step < total_steps:
         pending.append(trainer.train_step(next(batches)))
         step += 1
-        if step % stats_period == 0 or step == total_steps:
+        if step % stats_period == 0 or step == total_steps or step == start_step + 1:
             summary = metrics_lib.compute_metrics(metrics_lib.merge_metrics(pending))  # the only host sync
             pending = []
             summary.update(progress.update(step, summary))
@@ -121,9 +123,18 @@ def train(
     if save_cfg and checkpoints.latest_step(model_dir) != step:
         save(step)
     writers.flush()
-    logging.info("Finished at step %d. Checkpoints: %s/checkpoint_<step>; TensorBoard: tensorboard --logdir=%s",
-                 step, model_dir, model_dir)
+    _print_locations(model_dir, step)
     return step, trainer.train_state
+
+
+def _print_locations(model_dir: str, step: int) -> None:
+    if jax.process_index() != 0:
+        return
+    print(f"Finished at step {step}.\n"
+          f"  checkpoints:  {os.path.join(model_dir, 'checkpoint_<step>')} (newest: checkpoint_{checkpoints.latest_step(model_dir)})\n"
+          f"  TensorBoard:  tensorboard --logdir={model_dir}   (train/, training_eval/<task>/)\n"
+          f"  config:       {os.path.join(model_dir, 'config.gin')}, {os.path.join(model_dir, 'model-info.txt')}",
+          flush=True)
 
 
 def _restore_or_initialize(layout, manager, model_dir, restore_cfg, save_cfg, train_iter, seed) -> TrainState:
@@ -167,6 +178,8 @@ def main(argv) -> None:
 
     del argv
     flag_values = flags.FLAGS
+    if not flag_values["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # progress, evals and samples are printed; -v 0 for all logs
     if flag_values.coordinator_address:
         jax.distributed.initialize(flag_values.coordinator_address, flag_values.process_count,
                                    flag_values.process_index)

@@ -20,6 +20,7 @@ class TrainingEvaluator:
         self.writers = writers
         self.vocabulary = vocabulary
         self.num_samples = num_samples
+        loader.import_task_module(dataset_cfg.module)
         self.task_names = loader.task_names(dataset_cfg.mixture_or_task_name, dataset_cfg.split)
         if not self.task_names:
             raise ValueError(f"No task of {dataset_cfg.mixture_or_task_name!r} has a {dataset_cfg.split!r} split.")
