@@ -23,6 +23,15 @@ INSTALL_REQUIRES = [
     "pillow==13.0.0",
     "absl-py==2.5.1",
     "matplotlib==3.11.2",
+    # Reference scorers (simvlm_jax.metrics); METEOR and the PTB tokenizer need a Java runtime.
+    "pycocoevalcap==1.2",
+    "pycocotools==2.0.11",
+    "sacrebleu==2.6.0",
+    "portalocker==4.4.2",
+    "regex==2026.11.19",
+    "tabulate==0.10.0",
+    "colorama==0.4.6",
+    "lxml==6.1.3",
 ]
 
 EXTRAS_REQUIRE = {
