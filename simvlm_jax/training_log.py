@@ -53,6 +53,7 @@ class ProgressLog:
         self.batch_size = batch_size
         self._last_step = start_step
         self._last_time = time.time()
+        self._first = True  # the first interval includes compilation: no ETA from it
 
     def update(self, step: int, summary: Mapping[str, float]) -> dict[str, float]:
         now = time.time()
@@ -66,7 +67,8 @@ class ProgressLog:
         }
         if "num_target_tokens" in summary:
             timing["timing/target_tokens_per_second"] = summary["num_target_tokens"] / seconds
-        eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
+        eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 and not self._first else float("inf")
+        self._first = False
         line = (f"step {step}/{self.total_steps}  loss {summary.get('loss', float('nan')):.4f}  "
                 f"accuracy {summary.get('accuracy', float('nan')):.3f}  "
                 f"lr {summary.get('learning_rate', float('nan')):.2e}  |  {steps_per_s:.2f} steps/s  "
@@ -78,7 +80,7 @@ class ProgressLog:
 
 def _format_seconds(seconds: float) -> str:
     if seconds == float("inf"):
-        return "?"
+        return "? (compiling)"
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
