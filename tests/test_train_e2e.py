@@ -6,7 +6,9 @@ import os
 from tests.conftest import run_module
 
 TINY_RUN = ["--gin_file=gin/tiny_cpu.gin", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2", "--gin.EVAL_STEPS=1",
-            "--gin.CHECKPOINT_PERIOD=2", "--gin.train.stats_period=1"]
+            "--gin.CHECKPOINT_PERIOD=2", "--gin.train.stats_period=1",
+            # one learning-rate schedule for the 2-step and the 4-step runs, so they can be compared
+            "--gin.schedules.warmup_linear_decay.total_steps=4"]
 
 
 def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
@@ -30,6 +32,17 @@ def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
     assert "Restored" in second.stdout and "checkpoint_2" in second.stdout and "with the data iterator" in second.stdout
     assert "step 3/4" in second.stdout and "step 1/" not in second.stdout  # continues, not restarts
     assert os.path.isdir(os.path.join(model_dir, "checkpoint_4"))
+
+    # The resumed run (data iterator and dropout RNG restored) ends bitwise where a straight run does.
+    straight_dir = str(tmp_path / "straight")
+    straight = run_module("simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={straight_dir}", "--gin.TRAIN_STEPS=4",
+                          "--gin.EVAL_PERIOD=100")
+    assert straight.returncode == 0, straight.stderr[-4000:]
+    compared = run_module("simvlm_jax.inspect_checkpoint", straight_dir, "--compare", model_dir)
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert compared.stdout.strip().splitlines()[-1] == "max_abs_diff: 0", compared.stdout[-2000:]
+    listing = run_module("simvlm_jax.inspect_checkpoint", model_dir)
+    assert "step: 4" in listing.stdout and "shared_embedding/embedding" in listing.stdout and "(2000, 128)" in listing.stdout
 
 
 def test_unset_model_dir_fails_at_once_naming_the_macro():
