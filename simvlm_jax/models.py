@@ -190,43 +190,37 @@ class SimVLMModel:
             {"params": params}, *(batch[name] for name in _ENCODER_FEATURES), method=SimVLMNetwork.encode
         )
 
-    def predict_batch_with_aux(
-        self,
-        params: PyTree,
-        batch: Batch,
-        rng: Optional[jax.Array] = None,
-        decoder_params: Optional[Mapping[str, Any]] = None,
-        return_all_decodes: bool = False,
-        num_decodes: int = 1,
-        prompt_with_targets: bool = False,
-    ) -> tuple[jax.Array, Mapping[str, jax.Array]]:
-        """Greedy decoding: the encoder runs once, the decoder steps with a key/value cache.
+    # The keys `predict_batch_with_aux` understands in decoder_params / default_decoder_params.
+    DECODER_PARAM_NAMES = frozenset({
+        "method", "num_decodes", "beam_size", "return_all_decodes", "alpha", "temperature", "top_k", "top_p",
+        "max_decode_length", "eos_id", "pad_id", "decode_rng",
+    })
 
-        Returns (tokens int32 [B, L_dec] with 0 after EOS, {"scores": float32 [B]} log-probabilities).
+    def _initial_cache(self, params: PyTree, encoded: jax.Array, encoder_mask: jax.Array, max_length: int) -> PyTree:
+        """The zeroed decoder key/value cache for B rows and `max_length` positions.
+
+        Leaves: cached_key / cached_value [B, max_length, heads, kv] per self-attention layer, and
+        scalar int32 `cache_index` counters (one per attention layer, one for the decoder positions).
         """
-        del rng, return_all_decodes
-        if num_decodes != 1:
-            raise NotImplementedError("Only greedy decoding (num_decodes=1) is implemented so far.")
-        if prompt_with_targets:
-            raise NotImplementedError("Forced decoder prefixes are not implemented yet.")
-        params_for_decoder = dict(self.default_decoder_params, **(decoder_params or {}))
-        max_length = int(params_for_decoder.get("max_decode_length", batch["decoder_input_tokens"].shape[1]))
-        encoded, encoder_mask = self.encode(params, batch)
-        batch_size = encoded.shape[0]
-
-        _, initial = self.module.apply(
+        _, variables = self.module.apply(
             {"params": params},
             encoded,
             encoder_mask,
-            jnp.zeros((batch_size, max_length), jnp.int32),
+            jnp.zeros((encoded.shape[0], max_length), jnp.int32),
             decode=True,
             max_decode_length=max_length,
             mutable=["cache"],
             method=SimVLMNetwork.decode,
         )
+        return variables["cache"]
+
+    def _step_fn(
+        self, params: PyTree, encoded: jax.Array, encoder_mask: jax.Array, max_length: int
+    ) -> decoding.StepFn:
+        """One cached decoder step over the rows of `encoded` [N, T_enc, D] (see decoding.StepFn)."""
 
         def step_fn(tokens, position, cache):
-            positions = jnp.full((batch_size, 1), position, jnp.int32)
+            positions = jnp.full(tokens.shape, position, jnp.int32)  # [N, 1]
             logits, updated = self.module.apply(
                 {"params": params, "cache": cache},
                 encoded,
@@ -238,12 +232,114 @@ class SimVLMModel:
                 mutable=["cache"],
                 method=SimVLMNetwork.decode,
             )
-            return logits[:, 0, :], updated["cache"]
+            return logits[:, 0, :], updated["cache"]  # [N, V]
 
-        tokens, scores = decoding.greedy_search(
-            step_fn, initial["cache"], batch_size, max_length, eos_id=self.output_vocabulary.eos_id
-        )
-        return tokens, {"scores": scores}
+        return step_fn
+
+    def predict_batch_with_aux(
+        self,
+        params: PyTree,
+        batch: Batch,
+        rng: Optional[jax.Array] = None,
+        decoder_params: Optional[Mapping[str, Any]] = None,
+        return_all_decodes: Optional[bool] = None,
+        num_decodes: Optional[int] = None,
+        prompt_with_targets: bool = False,
+    ) -> tuple[jax.Array, Mapping[str, jax.Array]]:
+        """Decodes a batch: the encoder runs once, the decoder steps with a key/value cache.
+
+        Decoder settings come from `decoder_params`, falling back on `self.default_decoder_params`:
+          method:             'greedy', 'beam' or 'sample'; default 'greedy' for one decode, 'beam'
+                              for more.
+          num_decodes (alias beam_size): beams, or independent samples; the `num_decodes` argument,
+                              when given, wins. Default 1.
+          return_all_decodes: as the argument of that name, which wins when given. Default False.
+          alpha:              beam search length penalty ((5 + len) / 6) ** alpha; default 0.6 (T5X's).
+          temperature, top_k, top_p: sampling (see decoding.temperature_sample); defaults 1.0, 0, 1.0.
+          max_decode_length:  default the batch's decoder length L_dec.
+          eos_id:             default the output vocabulary's; may be traced.
+          pad_id:             an id never to generate (see decoding); default None, as T5X.
+          decode_rng:         the sampling key, as T5X; or pass `rng` (not both). Default key(0).
+        method, num_decodes, top_k, top_p, pad_id and max_decode_length must be Python values; alpha,
+        temperature and eos_id may be traced.
+
+        prompt_with_targets: as T5X's EncoderDecoderModel, the batch's `decoder_input_tokens` (BOS
+        column dropped, EOS ids removed) is the decoder prompt: its non-zero tokens are forced at the
+        start of the output, kept in the returned tokens and left out of the scores (see decoding).
+        A text prompt for the encoder (e.g. "a picture of") needs no option: put it in
+        `encoder_input_tokens`.
+
+        Returns:
+          (tokens int32 [B, L] with 0 after EOS, {"scores": float32 [B]}), or with return_all_decodes
+          (tokens [B, num_decodes, L], {"scores": [B, num_decodes]}). Decodes are sorted best first
+          (T5X sorts them worst first); the single answer is the best. Scores are summed
+          log-probabilities of the generated tokens (beam search: divided by the length penalty).
+        """
+        settings = {**self.default_decoder_params, **(decoder_params or {})}
+        unknown = set(settings) - self.DECODER_PARAM_NAMES
+        if unknown:
+            raise ValueError(
+                f"Unknown decoder params {sorted(unknown)}; expected some of {sorted(self.DECODER_PARAM_NAMES)}"
+            )
+        if "num_decodes" in settings and "beam_size" in settings and settings["num_decodes"] != settings["beam_size"]:
+            raise ValueError("decoder params num_decodes and beam_size disagree")
+        if num_decodes is None:
+            num_decodes = settings.get("num_decodes", settings.get("beam_size", 1))
+        if return_all_decodes is None:
+            return_all_decodes = settings.get("return_all_decodes", False)
+        method = settings.get("method", "greedy" if num_decodes == 1 else "beam")
+        if method not in ("greedy", "beam", "sample"):
+            raise ValueError(f"Unknown decoding method {method!r}; expected 'greedy', 'beam' or 'sample'")
+        if method == "greedy" and num_decodes != 1:
+            raise ValueError(f"Greedy search gives one decode, not {num_decodes}")
+        if rng is not None and settings.get("decode_rng") is not None:
+            raise ValueError("Got a sampling key both as `rng` and as decoder_params['decode_rng']")
+        max_length = int(settings.get("max_decode_length", batch["decoder_input_tokens"].shape[1]))
+        eos_id = settings.get("eos_id", self.output_vocabulary.eos_id)
+        pad_id = settings.get("pad_id")
+
+        forced_prefix = None
+        if prompt_with_targets:
+            prompt = jnp.asarray(batch["decoder_input_tokens"], jnp.int32)[:, 1:]  # [B, L_dec - 1]
+            forced_prefix = jnp.where(prompt == eos_id, 0, prompt)
+
+        encoded, encoder_mask = self.encode(params, batch)  # [B, T_enc, D], [B, T_enc]
+        batch_size = encoded.shape[0]
+        cache = self._initial_cache(params, encoded, encoder_mask, max_length)
+        if method == "greedy":
+            step_fn = self._step_fn(params, encoded, encoder_mask, max_length)
+            tokens, scores = decoding.greedy_search(
+                step_fn, cache, batch_size, max_length, eos_id, forced_prefix=forced_prefix, pad_id=pad_id
+            )
+            tokens, scores = tokens[:, None], scores[:, None]
+        else:
+            # Rows b * num_decodes ... b * num_decodes + num_decodes - 1 belong to example b.
+            wide_encoded = decoding.expand_to_beams(encoded, num_decodes)
+            wide_mask = decoding.expand_to_beams(encoder_mask, num_decodes)
+            step_fn = self._step_fn(params, wide_encoded, wide_mask, max_length)
+            if method == "beam":
+                tokens, scores = decoding.beam_search(
+                    step_fn, cache, batch_size, max_length, eos_id, num_decodes,
+                    alpha=settings.get("alpha", 0.6), forced_prefix=forced_prefix, pad_id=pad_id,
+                )
+            else:
+                key = rng if rng is not None else settings.get("decode_rng")
+                key = jax.random.key(0) if key is None else key
+                wide_prefix = None if forced_prefix is None else decoding.expand_to_beams(forced_prefix, num_decodes)
+                tokens, scores = decoding.temperature_sample(
+                    step_fn, decoding.expand_cache(cache, batch_size, num_decodes), key,
+                    batch_size * num_decodes, max_length, eos_id,
+                    temperature=settings.get("temperature", 1.0), top_k=int(settings.get("top_k", 0)),
+                    top_p=float(settings.get("top_p", 1.0)), forced_prefix=wide_prefix, pad_id=pad_id,
+                )
+                tokens = tokens.reshape(batch_size, num_decodes, max_length)
+                scores = scores.reshape(batch_size, num_decodes)
+                order = jnp.argsort(-scores, axis=-1)  # best first
+                tokens = jnp.take_along_axis(tokens, order[..., None], axis=1)
+                scores = jnp.take_along_axis(scores, order, axis=1)
+        if return_all_decodes:
+            return tokens, {"scores": scores}
+        return tokens[:, 0], {"scores": scores[:, 0]}
 
     def predict_batch(self, params: PyTree, batch: Batch, rng: Optional[jax.Array] = None, **kwargs) -> jax.Array:
         return self.predict_batch_with_aux(params, batch, rng=rng, **kwargs)[0]
