@@ -140,24 +140,24 @@ def _print_locations(model_dir: str, step: int) -> None:
 def _restore_or_initialize(layout, manager, model_dir, restore_cfg, save_cfg, train_iter, seed) -> TrainState:
     """The newest checkpoint of this run, else the configured restore path, else a fresh state."""
     own = checkpoints.latest_step(model_dir)
-    paths = []
+    path, with_dataset = None, False
     if own is not None:
-        paths.append(checkpoints.checkpoint_dir(model_dir, own))
-        with_dataset = bool(save_cfg and save_cfg.save_dataset)
+        path, with_dataset = checkpoints.checkpoint_dir(model_dir, own), bool(save_cfg and save_cfg.save_dataset)
     elif restore_cfg is not None and restore_cfg.path:
-        configured = [restore_cfg.path] if isinstance(restore_cfg.path, str) else list(restore_cfg.path)
-        paths = [checkpoints.resolve_checkpoint_path(p) for p in configured[:1]]
-        with_dataset = restore_cfg.restore_dataset
-    if paths:
-        tree = manager.restore(paths[0], layout.abstract_state().to_checkpoint_tree(),
-                               train_iter if with_dataset else None)
-        state = TrainState.from_checkpoint_tree(tree)
-        print(f"Restored {paths[0]} (step {int(jax.device_get(state.step))}"
-              f"{', with the data iterator' if with_dataset else ''}); continuing.", flush=True)
-        return state
-    if restore_cfg is not None and restore_cfg.path and not restore_cfg.fallback_to_scratch:
-        raise FileNotFoundError(f"No checkpoint to restore at {restore_cfg.path!r}.")
-    return layout.initialize(jax.random.key(seed))
+        configured = restore_cfg.path if isinstance(restore_cfg.path, str) else restore_cfg.path[0]
+        try:
+            path, with_dataset = checkpoints.resolve_checkpoint_path(configured), restore_cfg.restore_dataset
+        except FileNotFoundError:
+            if not restore_cfg.fallback_to_scratch:
+                raise
+            logging.warning("No checkpoint at %s; starting from scratch (fallback_to_scratch).", configured)
+    if path is None:
+        return layout.initialize(jax.random.key(seed))
+    tree = manager.restore(path, layout.abstract_state().to_checkpoint_tree(), train_iter if with_dataset else None)
+    state = TrainState.from_checkpoint_tree(tree)
+    print(f"Restored {path} (step {int(jax.device_get(state.step))}"
+          f"{', with the data iterator' if with_dataset else ''}); continuing.", flush=True)
+    return state
 
 
 # --------------------------------------------------------------------------------------------------
