@@ -6,7 +6,7 @@ same object runs under our trainer and T5X's.
 
 Batch features (from `SimVLMFeatureConverter`), B = batch size:
     encoder_image          float32 [B, S, S, C]   (or [B, N, S, S, C] for N images per example)
-    encoder_image_mask     float32 [B]            0 for text-only examples (or [B, N])
+    encoder_image_mask     float32 [B, 1]         0 for text-only examples ([B, N] for N images; [B] also works)
     encoder_input_tokens   int32   [B, L_enc]     text prefix, 0 = padding
     decoder_input_tokens   int32   [B, L_dec]     targets shifted right, BOS = 0
     decoder_target_tokens  int32   [B, L_dec]     text suffix + EOS, 0 = padding

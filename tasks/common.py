@@ -19,7 +19,7 @@ def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
         "inputs": seqio.Feature(vocabulary, add_eos=False),
         "targets": seqio.Feature(vocabulary, add_eos=True),
         "image": seqio.ContinuousFeature(dtype=preprocessors.tf.float32, rank=3),
-        "image_mask": seqio.ContinuousFeature(dtype=preprocessors.tf.float32, rank=0),
+        "image_mask": seqio.ContinuousFeature(dtype=preprocessors.tf.float32, rank=1),
     }
 
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import seqio
 
+from simvlm_jax import metrics
 from simvlm_jax.data import embedded as embedded_data
 from simvlm_jax.tasks import common
+
+CAPTION_METRICS = [metrics.coco_caption_metrics, metrics.exact_match]
 
 IMAGE_TEXT_RATE = 8.0
 TEXT_ONLY_RATE = 1.0
@@ -69,12 +72,14 @@ common.add_task(
     PreparedTfdsSource(_SCENES, splits=["validation", "heldout"]),
     VOCABULARY,
     common.image_text_preprocessors(image_key="image", text_key="caption", max_prefix_tokens=0),
+    metric_fns=CAPTION_METRICS,
 )
 common.add_task(
     "embedded_heldout_captioning",
     PreparedTfdsSource(_SCENES, splits={"validation": "heldout"}),
     VOCABULARY,
     common.image_text_preprocessors(image_key="image", text_key="caption", max_prefix_tokens=0),
+    metric_fns=CAPTION_METRICS,
 )
 common.add_mixture(
     "embedded_eval_mix",

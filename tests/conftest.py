@@ -18,6 +18,7 @@ if "SIMVLM_DATA_DIR" not in os.environ:
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_DIR = os.path.join(REPO_ROOT, "gin")
 TEST_SPLIT_SIZES = {"NUM_TRAIN": 1024, "NUM_VALIDATION": 128, "NUM_HELDOUT": 128}
 
 
@@ -38,3 +39,40 @@ def run_module(module: str, *args: str, timeout: int = 600, env: dict | None = N
         [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, embedded_data_dir):
+    """A model dir as `simvlm_jax.train` leaves it: config.gin and checkpoint_1/ (random parameters)."""
+    import gin
+    import jax
+    import jax.numpy as jnp
+
+    from simvlm_jax import checkpoints, train as train_lib
+
+    run_dir = str(tmp_path_factory.mktemp("caption") / "run")
+    main_module = sys.modules["__main__"]
+    had_train = hasattr(main_module, "train")
+    setattr(main_module, "train", train_lib.train)
+    gin.clear_config(clear_constants=False)
+    gin.enter_interactive_mode()
+    try:
+        gin.add_config_file_search_path(GIN_DIR)
+        gin.parse_config_files_and_bindings([os.path.join(GIN_DIR, "tiny_cpu.gin")], [f"MODEL_DIR = '{run_dir}'"],
+                                            finalize_config=False)
+        model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+        lengths = gin.query_parameter("%TASK_FEATURE_LENGTHS")
+        os.makedirs(run_dir)
+        with open(os.path.join(run_dir, "config.gin"), "w") as f:
+            f.write(gin.config_str())
+    finally:
+        gin.clear_config(clear_constants=False)
+        gin.exit_interactive_mode()
+        if not had_train:
+            delattr(main_module, "train")
+    s, b = lengths["image"], 1
+    shapes = {"encoder_image": (b, s, s, 3), "encoder_image_mask": (b,),
+              "encoder_input_tokens": (b, lengths["inputs"]), "decoder_input_tokens": (b, lengths["targets"])}
+    params = model.get_initial_variables(jax.random.key(0), shapes)["params"]
+    checkpoints.CheckpointManager(run_dir).save(1, checkpoints.to_t5x_tree(params, jnp.int32(1), {}))
+    return run_dir

@@ -7,13 +7,18 @@ import sys
 import gin
 import pytest
 
-from simvlm_jax import gin_utils, train as train_lib
+from simvlm_jax import eval as eval_lib, gin_utils, infer as infer_lib, train as train_lib
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 ALL_GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, "**", "*.gin"), recursive=True))
 EXPERIMENTS = ["simvlm_base.gin", "simvlm_large.gin", "simvlm_huge.gin", "tiny_cpu.gin"]
 # Macros a file leaves to others: model gins need TRAIN_STEPS (from a run/experiment); the run gin
 # needs a MODEL, LEARNING_RATE_SCHEDULE (from a model gin); common.gin needs VOCABULARY.
+RUN_GINS_REQUIRED = {
+    os.path.join("runs", "pretrain.gin"): ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_DIR"],
+    os.path.join("runs", "eval.gin"): ["CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "EVAL_OUTPUT_DIR"],
+    os.path.join("runs", "infer.gin"): ["CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "INFER_OUTPUT_DIR"],
+}
 CONTEXT = ["TRAIN_STEPS = 10", "MODEL_DIR = '/tmp/x'", "VOCABULARY = None", "MODEL = None",
            "LEARNING_RATE_SCHEDULE = None"]
 
@@ -22,6 +27,8 @@ CONTEXT = ["TRAIN_STEPS = 10", "MODEL_DIR = '/tmp/x'", "VOCABULARY = None", "MOD
 def clean_gin(monkeypatch):
     # As under `python -m simvlm_jax.train`: gin files `import __main__ as train_script`.
     monkeypatch.setattr(sys.modules["__main__"], "train", train_lib.train, raising=False)
+    monkeypatch.setattr(sys.modules["__main__"], "evaluate", eval_lib.evaluate, raising=False)
+    monkeypatch.setattr(sys.modules["__main__"], "infer", infer_lib.infer, raising=False)
     gin.clear_config(clear_constants=False)
     gin.enter_interactive_mode()
     yield
@@ -37,11 +44,11 @@ def test_every_gin_file_is_covered():
 @pytest.mark.parametrize("path", ALL_GIN_FILES, ids=lambda p: os.path.relpath(p, GIN_DIR))
 def test_gin_file_parses(path):
     gin.add_config_file_search_path(GIN_DIR)
-    if path.endswith(os.path.join("runs", "pretrain.gin")):
-        # Alone, the run gin leaves exactly the macros its header lists as required.
+    run_gin = os.path.relpath(path, GIN_DIR)
+    if run_gin in RUN_GINS_REQUIRED:
+        # Alone, a run gin leaves exactly the macros its header lists as required.
         gin.parse_config_files_and_bindings([path], [], finalize_config=False)
-        assert gin_utils.missing_required_macros() == sorted(
-            ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_DIR"])
+        assert gin_utils.missing_required_macros() == sorted(RUN_GINS_REQUIRED[run_gin])
         return
     bindings = [] if os.path.basename(path) in EXPERIMENTS else CONTEXT
     gin.parse_config_files_and_bindings([path], bindings + ["MODEL_DIR = '/tmp/x'"], finalize_config=False)

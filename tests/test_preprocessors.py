@@ -65,7 +65,7 @@ def _example(tokens, image_value, has_image):
         "inputs": np.asarray(tokens[:2], np.int32),
         "targets": np.asarray(tokens[2:] + [1], np.int32),
         "image": np.full((8, 8, 3), image_value, np.float32),
-        "image_mask": np.float32(has_image),
+        "image_mask": np.array([has_image], np.float32),
     }
 
 
@@ -75,7 +75,7 @@ def test_feature_converter_on_a_mixed_batch():
         lambda: iter(examples),
         output_signature={
             "inputs": tf.TensorSpec([None], tf.int32), "targets": tf.TensorSpec([None], tf.int32),
-            "image": tf.TensorSpec([8, 8, 3], tf.float32), "image_mask": tf.TensorSpec([], tf.float32),
+            "image": tf.TensorSpec([8, 8, 3], tf.float32), "image_mask": tf.TensorSpec([1], tf.float32),
         },
     )
     converted = SimVLMFeatureConverter(pack=False)(ds, LENGTHS)
@@ -86,7 +86,7 @@ def test_feature_converter_on_a_mixed_batch():
     np.testing.assert_array_equal(batch["decoder_target_tokens"], [[9, 10, 1, 0, 0], [13, 1, 0, 0, 0]])
     np.testing.assert_array_equal(batch["decoder_input_tokens"], [[0, 9, 10, 1, 0], [0, 13, 1, 0, 0]])
     np.testing.assert_array_equal(batch["decoder_loss_weights"], [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
-    np.testing.assert_array_equal(batch["encoder_image_mask"], [1.0, 0.0])
+    np.testing.assert_array_equal(batch["encoder_image_mask"], [[1.0], [0.0]])
     assert batch["encoder_image"].shape == (2, 8, 8, 3) and batch["encoder_image"][0, 0, 0, 0] == 0.5
 
 

@@ -20,7 +20,7 @@ def _check_examples(examples, has_image):
     assert examples, "no examples"
     for ex in examples:
         assert ex["image"].shape == (32, 32, 3) and ex["image"].dtype == np.float32
-        assert float(ex["image_mask"]) == (1.0 if has_image else 0.0)
+        assert ex["image_mask"].tolist() == [1.0 if has_image else 0.0]
         assert (np.abs(ex["image"]).sum() > 0) == has_image
         assert len(ex["inputs"]) <= 16 and 1 <= len(ex["targets"]) <= 16 and ex["targets"][-1] == 1  # EOS
 

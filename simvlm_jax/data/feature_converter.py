@@ -7,11 +7,11 @@ Task features (after the preprocessors in `simvlm_jax.data.preprocessors`):
                                                               decoder_input_tokens   int32 [L_dec]
                                                               decoder_loss_weights   int32 [L_dec]
     image       float32 [S, S, C]   normalised image       -> encoder_image          float32 [S, S, C]
-    image_mask  float32 []          0 for text-only        -> encoder_image_mask     float32 []
+    image_mask  float32 [1]         0 for text-only        -> encoder_image_mask     float32 [1]
 
-TASK_FEATURE_LENGTHS holds `inputs`, `targets` and `image` (the resolution S). `image_mask` is carried
-as an ordinary output feature of every task (so Mixtures keep it) but needs no length; an example
-without it counts as an image-text example.
+TASK_FEATURE_LENGTHS holds `inputs`, `targets` and `image` (the resolution S). `image_mask` (one entry
+per image) is carried as an ordinary output feature of every task (so Mixtures keep it) but needs no
+entry in TASK_FEATURE_LENGTHS; an example without it counts as an image-text example.
 
 Packing is not supported: an image belongs to exactly one example.
 """
@@ -40,7 +40,7 @@ class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
         "decoder_input_tokens": FeatureSpec(dtype=tf.int32),
         "decoder_loss_weights": FeatureSpec(dtype=tf.int32),
         "encoder_image": FeatureSpec(dtype=tf.float32, rank=3),
-        "encoder_image_mask": FeatureSpec(dtype=tf.float32, rank=0),
+        "encoder_image_mask": FeatureSpec(dtype=tf.float32),
     }
 
     def __init__(self, pack: bool = False, **kwargs):
@@ -51,14 +51,19 @@ class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
             )
         super().__init__(pack=False, **kwargs)
 
+    def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+        # `image_mask` needs no length; seqio.Evaluator passes one (it measures every output feature).
+        lengths = {name: length for name, length in task_feature_lengths.items() if name != "image_mask"}
+        return super().__call__(ds, lengths)
+
     def _convert_example(self, features: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
         converted = dict(super()._convert_example(features))
         converted["encoder_image"] = features["image"]
-        converted["encoder_image_mask"] = tf.cast(features.get("image_mask", tf.constant(1.0)), tf.float32)
+        converted["encoder_image_mask"] = tf.cast(features.get("image_mask", tf.constant([1.0])), tf.float32)
         return converted
 
     def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> Mapping[str, int]:
         lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
         lengths["encoder_image"] = task_feature_lengths["image"]
-        lengths["encoder_image_mask"] = 1  # rank 0: SeqIO skips its length check
+        lengths["encoder_image_mask"] = 1  # one image per example
         return lengths

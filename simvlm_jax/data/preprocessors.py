@@ -15,7 +15,8 @@ text-only tasks mix in one seqio.Mixture:
     inputs      int32 [k]          the text prefix (first k caption/document tokens), no EOS
     targets     int32 [n - k]      the rest of the text (EOS appended later)
     image       float32 [S, S, C]  the normalised image; zeros for text-only examples
-    image_mask  float32 []         1.0 when `image` is a real image, 0.0 for text-only examples
+    image_mask  float32 [1]        1.0 when `image` is a real image, 0.0 for text-only examples (one
+                                   entry per image: multi-image tasks carry [N])
 
 The image resolution S is read from `sequence_length["image"]` (TASK_FEATURE_LENGTHS), so a run at a
 higher resolution changes one number in the gin file.
@@ -98,7 +99,7 @@ def resize_and_normalize_image(
     """Resizes `image` to S x S (S = sequence_length['image']), normalises it and sets image_mask = 1."""
     size = _image_size(sequence_length)
     return dataset.map(
-        lambda ex: {**ex, "image": _resize_normalize(ex["image"], size), "image_mask": tf.constant(1.0)},
+        lambda ex: {**ex, "image": _resize_normalize(ex["image"], size), "image_mask": tf.constant([1.0])},
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 
@@ -108,7 +109,7 @@ def add_blank_image(dataset: tf.data.Dataset, sequence_length: Mapping[str, int]
     size = _image_size(sequence_length)
     blank = tf.zeros((size, size, NUM_CHANNELS), tf.float32)
     return dataset.map(
-        lambda ex: {**ex, "image": blank, "image_mask": tf.constant(0.0)},
+        lambda ex: {**ex, "image": blank, "image_mask": tf.constant([0.0])},
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 

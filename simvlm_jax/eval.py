@@ -1,0 +1,87 @@
+r"""Evaluate a checkpoint on a SeqIO task or mixture with its metric functions (T5X's eval.py).
+
+    python -m simvlm_jax.eval --gin_file=gin/runs/eval.gin \
+        --gin.CHECKPOINT_PATH=runs/tiny_cpu --gin.MIXTURE_OR_TASK_NAME=embedded_scenes_captioning \
+        --gin.EVAL_OUTPUT_DIR=runs/tiny_cpu/eval
+
+The model is rebuilt from the checkpoint's model directory (its config.gin), so a run gin needs no
+model gin. Metrics go to EVAL_OUTPUT_DIR as JSONL (`<task>-metrics.jsonl`, predictions in
+`<task>-<step>.jsonl`) and TensorBoard summaries, and are printed as one JSON object per task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import seqio  # noqa: E402
+
+from simvlm_jax import checkpoints, restore  # noqa: E402
+from simvlm_jax.data import loader  # noqa: E402
+from simvlm_jax.inference import ModelRunner  # noqa: E402
+
+
+def evaluate(
+    *,
+    checkpoint_path: str,
+    mixture_or_task_name: str,
+    output_dir: str,
+    split: str = "validation",
+    batch_size: int = 32,
+    task_feature_lengths: Optional[Mapping[str, int]] = None,
+    module: Optional[str] = "simvlm_jax.tasks",
+    decoder_params: Optional[Mapping[str, Any]] = None,
+    num_examples: Optional[int] = None,
+) -> dict[str, dict[str, float]]:
+    """Runs seqio.Evaluator over `mixture_or_task_name` with the checkpoint; returns {task: metrics}.
+
+    `task_feature_lengths` defaults to the training run's TASK_FEATURE_LENGTHS.
+    """
+    loader.import_task_module(module)
+    os.makedirs(output_dir, exist_ok=True)
+    model, trained_lengths = restore.load_model_from_config(restore.model_dir_of(checkpoint_path))
+    checkpoint_dir = checkpoints.resolve_checkpoint_path(checkpoint_path)
+    step = int(os.path.basename(os.path.normpath(checkpoint_dir)).split("_")[-1])
+    params = restore.load_params(checkpoint_dir)
+    lengths = dict(task_feature_lengths or trained_lengths)
+    evaluator = seqio.Evaluator(
+        mixture_or_task_name=mixture_or_task_name,
+        feature_converter=model.FEATURE_CONVERTER_CLS(pack=False),
+        eval_split=split,
+        sequence_length=lengths,
+        num_examples=num_examples,
+        logger_cls=[seqio.JSONLogger, seqio.TensorBoardLogger],
+        log_dir=output_dir,
+    )
+    runner = ModelRunner(model, params, batch_size, decoder_params)
+    all_metrics, _ = evaluator.evaluate(
+        compute_metrics=True, step=step, predict_fn=runner.predict_fn, score_fn=runner.score_fn)
+    results = {task: {k: float(v) for k, v in metrics.items()} for task, metrics in all_metrics.result().items()}
+    evaluator.close()
+    for task, metrics in results.items():
+        print(json.dumps({"task": task, "step": step, **metrics}), flush=True)
+    return results
+
+
+def main(argv) -> None:
+    import gin
+    from absl import flags
+
+    from simvlm_jax import gin_utils, train as train_lib
+
+    del argv
+    flag_values = flags.FLAGS
+    evaluate_using_gin = gin.configurable(evaluate)
+    gin_utils.parse_gin_flags(flag_values.gin_search_paths + train_lib.default_gin_search_paths(),
+                              flag_values.gin_file, flag_values.gin_bindings)
+    evaluate_using_gin()
+
+
+if __name__ == "__main__":
+    from simvlm_jax import gin_utils as _gin_utils, train as _train
+
+    _train.define_flags()
+    _gin_utils.run(main)

@@ -1,0 +1,94 @@
+r"""Write a checkpoint's predictions for a task's split to JSONL (T5X's infer.py).
+
+    python -m simvlm_jax.infer --gin_file=gin/runs/infer.gin \
+        --gin.CHECKPOINT_PATH=runs/tiny_cpu --gin.MIXTURE_OR_TASK_NAME=embedded_heldout_captioning \
+        --gin.INFER_OUTPUT_DIR=runs/tiny_cpu/infer
+
+One file per task, `<INFER_OUTPUT_DIR>/<task>-<split>.jsonl`, one JSON object per example:
+{"index": i, "inputs": text prefix, "target": reference text, "prediction": decoded text}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import seqio  # noqa: E402
+
+from simvlm_jax import restore  # noqa: E402
+from simvlm_jax.data import loader  # noqa: E402
+from simvlm_jax.inference import ModelRunner  # noqa: E402
+
+
+def infer(
+    *,
+    checkpoint_path: str,
+    mixture_or_task_name: str,
+    output_dir: str,
+    split: str = "validation",
+    batch_size: int = 32,
+    task_feature_lengths: Optional[Mapping[str, int]] = None,
+    module: Optional[str] = "simvlm_jax.tasks",
+    decoder_params: Optional[Mapping[str, Any]] = None,
+    num_examples: Optional[int] = None,
+) -> list[str]:
+    """Predicts every example of `split` (or the first `num_examples`) of each task; returns the files."""
+    loader.import_task_module(module)
+    os.makedirs(output_dir, exist_ok=True)
+    model, trained_lengths = restore.load_model_from_config(restore.model_dir_of(checkpoint_path))
+    params = restore.load_params(checkpoint_path)
+    lengths = dict(task_feature_lengths or trained_lengths)
+    runner = ModelRunner(model, params, batch_size, decoder_params)
+    vocabulary = model.output_vocabulary
+    written = []
+    for task_name in loader.task_names(mixture_or_task_name, split):
+        task = seqio.get_mixture_or_task(task_name)
+        examples = task.get_dataset(lengths, split=split, shuffle=False, num_epochs=1, try_in_mem_cache=False)
+        if num_examples:
+            examples = examples.take(num_examples)
+        features = model.FEATURE_CONVERTER_CLS(pack=False)(examples, lengths)
+        predictions = dict(runner.predict_fn(features.enumerate()))
+        path = os.path.join(output_dir, f"{task_name}-{split}.jsonl")
+        with open(path, "w") as f:
+            for index, example in enumerate(examples.as_numpy_iterator()):
+                f.write(json.dumps({
+                    "index": index,
+                    "inputs": decode(vocabulary, example["inputs"]),
+                    "target": decode(vocabulary, example["targets"]),
+                    "prediction": decode(vocabulary, predictions[index]),
+                }) + "\n")
+        print(f"{task_name}: {len(predictions)} predictions -> {path}", flush=True)
+        written.append(path)
+    return written
+
+
+def decode(vocabulary: seqio.Vocabulary, ids) -> str:
+    """Text of token ids up to EOS, padding dropped."""
+    ids = [int(t) for t in ids]
+    if vocabulary.eos_id in ids:
+        ids = ids[: ids.index(vocabulary.eos_id)]
+    return vocabulary.decode([t for t in ids if t != 0])
+
+
+def main(argv) -> None:
+    import gin
+    from absl import flags
+
+    from simvlm_jax import gin_utils, train as train_lib
+
+    del argv
+    flag_values = flags.FLAGS
+    infer_using_gin = gin.configurable(infer)
+    gin_utils.parse_gin_flags(flag_values.gin_search_paths + train_lib.default_gin_search_paths(),
+                              flag_values.gin_file, flag_values.gin_bindings)
+    infer_using_gin()
+
+
+if __name__ == "__main__":
+    from simvlm_jax import gin_utils as _gin_utils, train as _train
+
+    _train.define_flags()
+    _gin_utils.run(main)

@@ -1,0 +1,55 @@
+"""Batched, compiled prediction and scoring over datasets of model features (for seqio.Evaluator).
+
+SeqIO's evaluator hands `predict_fn(dataset, model_feature_shapes)` an enumerated dataset of single
+examples, `(index, {feature: tensor})`, and expects `[(index, tokens)]` back; `score_fn` likewise returns
+`[(index, log-likelihood)]`. `ModelRunner` batches them to a fixed batch size (the last batch padded by
+repeating its last example, then trimmed), so every batch reuses one compilation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Optional
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+
+class ModelRunner:
+    """Runs `model.predict_batch_with_aux` / `model.score_batch` with fixed-size jitted batches."""
+
+    def __init__(self, model, params: Any, batch_size: int, decoder_params: Optional[Mapping[str, Any]] = None):
+        self.model = model
+        self.params = params
+        self.batch_size = batch_size
+        settings = dict(decoder_params or {})
+        self._predict = jax.jit(lambda p, b: model.predict_batch_with_aux(p, b, decoder_params=settings))
+        self._score = jax.jit(model.score_batch)
+
+    def _batches(self, dataset: tf.data.Dataset) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray], int]]:
+        """(indices [n], padded batch [batch_size, ...], n real rows) over an enumerated dataset."""
+        for indices, features in dataset.batch(self.batch_size).as_numpy_iterator():
+            real = len(indices)
+            padded = {
+                name: np.concatenate([value, np.repeat(value[-1:], self.batch_size - real, axis=0)])
+                for name, value in features.items()
+            }
+            yield indices, padded, real
+
+    def predict_fn(self, dataset: tf.data.Dataset, model_feature_shapes=None) -> list[tuple[int, list[int]]]:
+        """[(index, output token ids [L_dec])], 0 after EOS; SeqIO's vocabulary.decode stops at EOS."""
+        del model_feature_shapes
+        results = []
+        for indices, batch, real in self._batches(dataset):
+            tokens, _ = self._predict(self.params, batch)
+            results.extend((int(i), row.tolist()) for i, row in zip(indices[:real], np.asarray(tokens)[:real]))
+        return results
+
+    def score_fn(self, dataset: tf.data.Dataset, model_feature_shapes=None) -> list[tuple[int, float]]:
+        """[(index, log-likelihood of the example's targets)]."""
+        del model_feature_shapes
+        results = []
+        for indices, batch, real in self._batches(dataset):
+            scores = np.asarray(self._score(self.params, batch))
+            results.extend((int(i), float(s)) for i, s in zip(indices[:real], scores[:real]))
+        return results
