@@ -21,6 +21,7 @@ from absl import logging
 
 from simvlm_jax import checkpoints, metrics as metrics_lib
 from simvlm_jax.data import loader
+from simvlm_jax.preemption import StopRequest
 from simvlm_jax.trainer import Trainer, TrainState, TrainStateLayout
 from simvlm_jax.training_eval import TrainingEvaluator
 from simvlm_jax.training_log import ProgressLog, SummaryWriters, check_writable
@@ -100,6 +101,9 @@ def train(
 
     # ---------------------------------------------------------------- loop
     def save(step):
+        if save_cfg is None:
+            logging.warning("No SaveCheckpointConfig: nothing saved at step %d.", step)
+            return
         manager.save(step, trainer.train_state.to_checkpoint_tree(), train_iter if save_cfg.save_dataset else None)
 
     if evaluator and run_eval_before_training:
@@ -108,18 +112,25 @@ def train(
     pending: list = []
     batches = loader.numpy_batches(train_iter)
     step = start_step
-    while step < total_steps:
-        pending.append(trainer.train_step(next(batches)))
-        step += 1
-        if step % stats_period == 0 or step == total_steps or step == start_step + 1:
-            summary = metrics_lib.compute_metrics(metrics_lib.merge_metrics(pending))  # the only host sync
-            pending = []
-            summary.update(progress.update(step, summary))
-            writers.train.write_scalars(step, summary)
-        if save_cfg and ((save_cfg.period and step % save_cfg.period == 0) or step in (save_cfg.checkpoint_steps or ())):
-            save(step)
-        if evaluator and (step % eval_period == 0 or step == total_steps):
-            evaluator.evaluate(trainer, step)
+    with StopRequest() as stop:
+        while step < total_steps:
+            pending.append(trainer.train_step(next(batches)))
+            step += 1
+            at_sync_point = step % stats_period == 0 or step == total_steps or step == start_step + 1
+            if at_sync_point:
+                summary = metrics_lib.compute_metrics(metrics_lib.merge_metrics(pending))  # the only host sync
+                pending = []
+                summary.update(progress.update(step, summary))
+                writers.train.write_scalars(step, summary)
+            if stop.should_stop(at_sync_point):
+                save(step)
+                print(f"Stopped by {stop.signal_name or 'another host'} at step {step}; checkpoint_{step} is saved. "
+                      "Rerun the same command to continue.", flush=True)
+                break
+            if save_cfg and ((save_cfg.period and step % save_cfg.period == 0) or step in (save_cfg.checkpoint_steps or ())):
+                save(step)
+            if evaluator and (step % eval_period == 0 or step == total_steps):
+                evaluator.evaluate(trainer, step)
     if save_cfg and checkpoints.latest_step(model_dir) != step:
         save(step)
     writers.flush()

@@ -49,3 +49,33 @@ def test_unset_model_dir_fails_at_once_naming_the_macro():
     done = run_module("simvlm_jax.train", "--gin_file=gin/tiny_cpu.gin", timeout=120)
     assert done.returncode != 0
     assert "MODEL_DIR" in done.stderr and "--gin.MODEL_DIR=" in done.stderr
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly(embedded_data_dir, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    model_dir = str(tmp_path / "preempted")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={model_dir}",
+         "--gin.TRAIN_STEPS=100000", "--gin.EVAL_PERIOD=100000"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:  # wait until training really runs
+            if line.startswith("step 3/"):
+                break
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-3000:]
+    stopped = re.search(r"Stopped by SIGTERM at step (\d+); checkpoint_\1 is saved", out)
+    assert stopped, out[-2000:]
+    from simvlm_jax import checkpoints
+
+    assert checkpoints.latest_step(model_dir) == int(stopped.group(1)) >= 3  # saved at the step it stopped
+    assert not [name for name in os.listdir(model_dir) if name.endswith(".tmp")]  # no half-written save
