@@ -170,7 +170,6 @@ class Captioner:
             raise ValueError(f"--max_decode_length={self.decode_length} is more than this model's "
                              f"max_text_length ({self.max_text_length})")
         self.batch_size = batch_size
-        self.eos_id = self.model.output_vocabulary.eos_id
         if beam_size > 1:
             decoder_params = {"method": "beam", "num_decodes": beam_size}
         else:
@@ -215,13 +214,9 @@ class Captioner:
         return texts
 
     def detokenize(self, row: np.ndarray) -> str:
-        ids = []
-        for token in np.asarray(row).tolist():
-            if token == self.eos_id:
-                break
-            if token != 0:
-                ids.append(int(token))
-        return self.model.output_vocabulary.decode(ids)
+        from simvlm_jax.inference import decode_tokens
+
+        return decode_tokens(self.model.output_vocabulary, np.asarray(row).tolist())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -66,22 +66,8 @@ def evaluate(
     return results
 
 
-def main(argv) -> None:
-    import gin
-    from absl import flags
-
-    from simvlm_jax import gin_utils, train as train_lib
-
-    del argv
-    flag_values = flags.FLAGS
-    evaluate_using_gin = gin.configurable(evaluate)
-    gin_utils.parse_gin_flags(flag_values.gin_search_paths + train_lib.default_gin_search_paths(),
-                              flag_values.gin_file, flag_values.gin_bindings)
-    evaluate_using_gin()
-
-
 if __name__ == "__main__":
     from simvlm_jax import gin_utils as _gin_utils, train as _train
 
     _train.define_flags()
-    _gin_utils.run(main)
+    _gin_utils.run(_gin_utils.configurable_main(evaluate))

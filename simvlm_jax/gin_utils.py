@@ -90,6 +90,24 @@ def summarize_gin_config(model_dir: str, summary_writer=None, step: int = 0) -> 
         summary_writer.flush()
 
 
+def configurable_main(fn: Callable) -> Callable[[Sequence[str]], None]:
+    """An absl main that parses the gin flags and calls `fn` configured by gin (eval, infer)."""
+
+    def main(argv: Sequence[str]) -> None:
+        from absl import flags
+
+        from simvlm_jax import train as train_lib
+
+        del argv
+        flag_values = flags.FLAGS
+        configured = gin.configurable(fn)
+        parse_gin_flags(flag_values.gin_search_paths + train_lib.default_gin_search_paths(),
+                        flag_values.gin_file, flag_values.gin_bindings)
+        configured()
+
+    return main
+
+
 def run(main: Callable[[Sequence[str]], None], argv: Optional[Sequence[str]] = None) -> None:
     """absl's app.run after rewriting `--gin.X=Y` flags."""
     import sys

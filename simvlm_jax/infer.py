@@ -20,7 +20,7 @@ import seqio  # noqa: E402
 
 from simvlm_jax import restore  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
-from simvlm_jax.inference import ModelRunner  # noqa: E402
+from simvlm_jax.inference import ModelRunner, decode_tokens  # noqa: E402
 
 
 def infer(
@@ -56,39 +56,17 @@ def infer(
             for index, example in enumerate(examples.as_numpy_iterator()):
                 f.write(json.dumps({
                     "index": index,
-                    "inputs": decode(vocabulary, example["inputs"]),
-                    "target": decode(vocabulary, example["targets"]),
-                    "prediction": decode(vocabulary, predictions[index]),
+                    "inputs": decode_tokens(vocabulary, example["inputs"]),
+                    "target": decode_tokens(vocabulary, example["targets"]),
+                    "prediction": decode_tokens(vocabulary, predictions[index]),
                 }) + "\n")
         print(f"{task_name}: {len(predictions)} predictions -> {path}", flush=True)
         written.append(path)
     return written
 
 
-def decode(vocabulary: seqio.Vocabulary, ids) -> str:
-    """Text of token ids up to EOS, padding dropped."""
-    ids = [int(t) for t in ids]
-    if vocabulary.eos_id in ids:
-        ids = ids[: ids.index(vocabulary.eos_id)]
-    return vocabulary.decode([t for t in ids if t != 0])
-
-
-def main(argv) -> None:
-    import gin
-    from absl import flags
-
-    from simvlm_jax import gin_utils, train as train_lib
-
-    del argv
-    flag_values = flags.FLAGS
-    infer_using_gin = gin.configurable(infer)
-    gin_utils.parse_gin_flags(flag_values.gin_search_paths + train_lib.default_gin_search_paths(),
-                              flag_values.gin_file, flag_values.gin_bindings)
-    infer_using_gin()
-
-
 if __name__ == "__main__":
     from simvlm_jax import gin_utils as _gin_utils, train as _train
 
     _train.define_flags()
-    _gin_utils.run(main)
+    _gin_utils.run(_gin_utils.configurable_main(infer))

@@ -53,3 +53,14 @@ class ModelRunner:
             scores = np.asarray(self._score(self.params, batch))
             results.extend((int(i), float(s)) for i, s in zip(indices[:real], scores[:real]))
         return results
+
+
+def decode_tokens(vocabulary, ids) -> str:
+    """Text of token ids up to (not including) the first EOS, padding (0) dropped."""
+    kept = []
+    for token in (int(t) for t in ids):
+        if token == vocabulary.eos_id:
+            break
+        if token != 0:
+            kept.append(token)
+    return vocabulary.decode(kept)

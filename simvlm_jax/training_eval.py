@@ -10,6 +10,7 @@ from absl import logging
 
 from simvlm_jax import metrics as metrics_lib
 from simvlm_jax.data import loader
+from simvlm_jax.inference import decode_tokens
 
 
 class TrainingEvaluator:
@@ -63,7 +64,4 @@ class TrainingEvaluator:
         return lines
 
     def _decode(self, ids: Sequence[int]) -> str:
-        ids = [int(t) for t in ids]
-        if self.vocabulary.eos_id in ids:
-            ids = ids[: ids.index(self.vocabulary.eos_id)]
-        return self.vocabulary.decode([t for t in ids if t != 0])
+        return decode_tokens(self.vocabulary, ids)
