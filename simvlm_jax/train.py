@@ -19,11 +19,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from simvlm_jax import checkpoints, metrics as metrics_lib
+from simvlm_jax import checkpoints, curves, metrics as metrics_lib
 from simvlm_jax.data import loader
 from simvlm_jax.preemption import StopRequest
 from simvlm_jax.trainer import Trainer, TrainState, TrainStateLayout
-from simvlm_jax.training_eval import TrainingEvaluator
+from simvlm_jax.training_eval import InferenceEvaluator, TrainingEvaluator
 from simvlm_jax.training_log import ProgressLog, SummaryWriters, check_writable
 
 
@@ -54,8 +54,6 @@ def train(
     Resumes from the newest checkpoint in `model_dir` (including the data iterator when it was saved),
     else from `checkpoint_cfg.restore.path`, else from scratch. Keyword names are T5X's.
     """
-    if infer_eval_dataset_cfg is not None:
-        raise NotImplementedError("Inference evaluation during training is not implemented yet; use None.")
     if not use_orbax:
         raise ValueError("Only Orbax checkpoints are supported (use_orbax=True).")
     for name in unused_t5x_kwargs:
@@ -93,6 +91,9 @@ def train(
         evaluator = TrainingEvaluator(
             train_eval_dataset_cfg, layout_info, eval_steps, writers, model.output_vocabulary, num_samples_to_log
         )
+    infer_evaluator = None
+    if infer_eval_dataset_cfg is not None:
+        infer_evaluator = InferenceEvaluator(infer_eval_dataset_cfg, model, os.path.join(model_dir, "inference_eval"))
     trainer = trainer_cls(
         model=model, train_state=state, partitioner=partitioner,
         eval_names=evaluator.task_names if evaluator else (), summary_dir=model_dir,
@@ -106,8 +107,11 @@ def train(
             return
         manager.save(step, trainer.train_state.to_checkpoint_tree(), train_iter if save_cfg.save_dataset else None)
 
-    if evaluator and run_eval_before_training:
-        evaluator.evaluate(trainer, start_step)
+    if run_eval_before_training:
+        if evaluator:
+            evaluator.evaluate(trainer, start_step)
+        if infer_evaluator:
+            infer_evaluator.evaluate(trainer.train_state.params, start_step)
     progress = ProgressLog(start_step, total_steps, train_dataset_cfg.batch_size)
     pending: list = []
     batches = loader.numpy_batches(train_iter)
@@ -129,13 +133,26 @@ def train(
                 break
             if save_cfg and ((save_cfg.period and step % save_cfg.period == 0) or step in (save_cfg.checkpoint_steps or ())):
                 save(step)
-            if evaluator and (step % eval_period == 0 or step == total_steps):
-                evaluator.evaluate(trainer, step)
+            if step % eval_period == 0 or step == total_steps:
+                if evaluator:
+                    evaluator.evaluate(trainer, step)
+                if infer_evaluator:
+                    infer_evaluator.evaluate(trainer.train_state.params, step)
     if save_cfg and checkpoints.latest_step(model_dir) != step:
         save(step)
     writers.flush()
+    if jax.process_index() == 0:
+        _write_curves(model_dir)
     _print_locations(model_dir, step)
     return step, trainer.train_state
+
+
+def _write_curves(model_dir: str) -> None:
+    """MODEL_DIR/curves.png from the run's summaries; a plotting problem never fails a finished run."""
+    try:
+        curves.plot(model_dir)
+    except Exception as error:  # noqa: BLE001 (the checkpoint is saved; the picture is a convenience)
+        logging.warning("Could not write %s/curves.png: %s", model_dir, error)
 
 
 def _print_locations(model_dir: str, step: int) -> None:
@@ -143,7 +160,8 @@ def _print_locations(model_dir: str, step: int) -> None:
         return
     print(f"Finished at step {step}.\n"
           f"  checkpoints:  {os.path.join(model_dir, 'checkpoint_<step>')} (newest: checkpoint_{checkpoints.latest_step(model_dir)})\n"
-          f"  TensorBoard:  tensorboard --logdir={model_dir}   (train/, training_eval/<task>/)\n"
+          f"  TensorBoard:  tensorboard --logdir={model_dir}   (train/, training_eval/<task>/, inference_eval/)\n"
+          f"  curves:       {os.path.join(model_dir, 'curves.png')}\n"
           f"  config:       {os.path.join(model_dir, 'config.gin')}, {os.path.join(model_dir, 'model-info.txt')}",
           flush=True)
 

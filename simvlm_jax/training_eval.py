@@ -1,16 +1,24 @@
-"""Periodic evaluation during training: loss per task, and greedy samples written to the log."""
+"""Periodic evaluation during training (T5X's two kinds).
+
+* `TrainingEvaluator`: teacher-forced loss and accuracy per task of the train-eval mixture, and greedy
+  samples in the log -> model_dir/training_eval/<task>/.
+* `InferenceEvaluator`: decodes every example of the infer-eval split and scores the predictions with
+  each task's metric functions (seqio.Evaluator: CIDEr, VQA accuracy, ...) -> model_dir/inference_eval/.
+"""
 
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Sequence
 
 import numpy as np
+import seqio
 from absl import logging
 
 from simvlm_jax import metrics as metrics_lib
 from simvlm_jax.data import loader
-from simvlm_jax.inference import decode_tokens
+from simvlm_jax.inference import ModelRunner, decode_tokens
 
 
 class TrainingEvaluator:
@@ -65,3 +73,37 @@ class TrainingEvaluator:
 
     def _decode(self, ids: Sequence[int]) -> str:
         return decode_tokens(self.vocabulary, ids)
+
+
+class InferenceEvaluator:
+    """Decodes a task's or mixture's split and scores it with the tasks' metric_fns (seqio.Evaluator).
+
+    Metrics are written as JSONL and TensorBoard summaries under `output_dir` (T5X: model_dir/inference_eval)
+    and printed one line per task.
+    """
+
+    def __init__(self, dataset_cfg, model, output_dir: str, decoder_params=None):
+        loader.import_task_module(dataset_cfg.module)
+        os.makedirs(output_dir, exist_ok=True)  # seqio's JSONLogger writes there without creating it
+        self._evaluator = seqio.Evaluator(
+            mixture_or_task_name=dataset_cfg.mixture_or_task_name,
+            feature_converter=model.FEATURE_CONVERTER_CLS(pack=False),
+            eval_split=dataset_cfg.split,
+            use_cached=dataset_cfg.use_cached,
+            seed=dataset_cfg.seed,
+            sequence_length=dataset_cfg.task_feature_lengths,
+            logger_cls=[seqio.JSONLogger, seqio.TensorBoardLogger],
+            log_dir=output_dir,
+        )
+        self._runner = ModelRunner(model, None, dataset_cfg.batch_size, decoder_params)
+
+    def evaluate(self, params, step: int) -> dict[str, dict[str, float]]:
+        self._runner.params = params
+        all_metrics, _ = self._evaluator.evaluate(
+            compute_metrics=True, step=step, predict_fn=self._runner.predict_fn, score_fn=self._runner.score_fn)
+        results = {task: {k: float(v) for k, v in metrics.items()} for task, metrics in all_metrics.result().items()}
+        for task, metrics in results.items():
+            line = f"infer_eval {task} @ {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items()))
+            print(line, flush=True)
+            logging.info(line)
+        return results

@@ -7,7 +7,9 @@ from typing import Optional
 
 import seqio
 
+from simvlm_jax.data import embedded as embedded_data
 from simvlm_jax.data import preprocessors
+from simvlm_jax.data import question_answering
 
 # The PrefixLM split's defaults (the paper does not give its distribution; see docs/data.md).
 DEFAULT_SPLIT = dict(min_prefix_tokens=0, max_prefix_tokens=None, min_target_tokens=1)
@@ -61,3 +63,43 @@ def add_task(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary, 
 def add_mixture(name: str, tasks_and_rates: list[tuple[str, float]], **kwargs) -> seqio.Mixture:
     seqio.MixtureRegistry.remove(name)
     return seqio.MixtureRegistry.add(name, tasks_and_rates, **kwargs)
+
+
+def vqa_preprocessors(**rekey_kwargs) -> list:
+    """VQA records -> question in the encoder, answer as the target (see data/question_answering.py)."""
+    return [
+        functools.partial(question_answering.rekey_vqa, **rekey_kwargs),
+        preprocessors.decode_image,
+        preprocessors.resize_and_normalize_image,
+        question_answering.tokenize_question_answer,
+        seqio.preprocessors.append_eos_after_trim,
+    ]
+
+
+class PreparedTfdsSource(seqio.TfdsDataSource):
+    """A TFDS source over one of the package's own builders; the data is generated on first read.
+
+    `tfds_name` is "<builder name>:<version>"; the builder class is looked up by that name among
+    `simvlm_jax.data.builders`, and written to `embedded_data.tfds_data_dir()` ($SIMVLM_DATA_DIR/tfds).
+    """
+
+    def __init__(self, tfds_name: str, splits):
+        super().__init__(tfds_name, tfds_data_dir=embedded_data.tfds_data_dir(), splits=splits)
+        self._builder_name = tfds_name.split(":")[0]
+
+    def _ensure_prepared(self):
+        from simvlm_jax.data import builders  # noqa: F401  (registers the builders)
+        import tensorflow_datasets as tfds
+        embedded_data.prepare_builder(tfds.builder_cls(self._builder_name))
+
+    def get_dataset(self, *args, **kwargs):
+        self._ensure_prepared()
+        return super().get_dataset(*args, **kwargs)
+
+    def list_shards(self, split):
+        self._ensure_prepared()
+        return super().list_shards(split)
+
+    def num_input_examples(self, split):
+        self._ensure_prepared()
+        return super().num_input_examples(split)

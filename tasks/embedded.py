@@ -6,14 +6,13 @@
     embedded_scenes_captioning      image -> whole caption (no text prefix)   validation / heldout
     embedded_heldout_captioning     the same on the held-out compositions, as its 'validation' split
     embedded_eval_mix               what training evaluation reports on (loss + greedy samples)
+    embedded_captioning_mix         the two captioning tasks: zero-shot CIDEr / BLEU-4 / exact match
 
 The data is generated into `simvlm_jax.data.embedded.default_data_dir()` ($SIMVLM_DATA_DIR) the first
 time a task reads it; `python -m simvlm_jax.data.embedded` does it ahead of time.
 """
 
 from __future__ import annotations
-
-import seqio
 
 from simvlm_jax import metrics
 from simvlm_jax.data import embedded as embedded_data
@@ -25,41 +24,19 @@ IMAGE_TEXT_RATE = 8.0
 TEXT_ONLY_RATE = 1.0
 
 
-class PreparedTfdsSource(seqio.TfdsDataSource):
-    """A TFDS source over the embedded data directory that prepares the data on first read."""
-
-    def __init__(self, tfds_name: str, splits):
-        super().__init__(tfds_name, tfds_data_dir=embedded_data.tfds_data_dir(), splits=splits)
-
-    def _ensure_prepared(self):
-        embedded_data.prepare_datasets()
-
-    def get_dataset(self, *args, **kwargs):
-        self._ensure_prepared()
-        return super().get_dataset(*args, **kwargs)
-
-    def list_shards(self, split):
-        self._ensure_prepared()
-        return super().list_shards(split)
-
-    def num_input_examples(self, split):
-        self._ensure_prepared()
-        return super().num_input_examples(split)
-
-
 VOCABULARY = embedded_data.embedded_vocabulary()
 _SCENES = "embedded_scenes:1.0.0"
 _TEXT = "pydoc_text:1.0.0"
 
 common.add_task(
     "embedded_scenes_prefixlm",
-    PreparedTfdsSource(_SCENES, splits=["train", "validation", "heldout"]),
+    common.PreparedTfdsSource(_SCENES, splits=["train", "validation", "heldout"]),
     VOCABULARY,
     common.image_text_preprocessors(image_key="image", text_key="caption"),
 )
 common.add_task(
     "embedded_text_prefixlm",
-    PreparedTfdsSource(_TEXT, splits=["train", "validation"]),
+    common.PreparedTfdsSource(_TEXT, splits=["train", "validation"]),
     VOCABULARY,
     common.text_only_preprocessors(text_key="text"),
 )
@@ -69,14 +46,14 @@ common.add_mixture(
 )
 common.add_task(
     "embedded_scenes_captioning",
-    PreparedTfdsSource(_SCENES, splits=["validation", "heldout"]),
+    common.PreparedTfdsSource(_SCENES, splits=["validation", "heldout"]),
     VOCABULARY,
     common.image_text_preprocessors(image_key="image", text_key="caption", max_prefix_tokens=0),
     metric_fns=CAPTION_METRICS,
 )
 common.add_task(
     "embedded_heldout_captioning",
-    PreparedTfdsSource(_SCENES, splits={"validation": "heldout"}),
+    common.PreparedTfdsSource(_SCENES, splits={"validation": "heldout"}),
     VOCABULARY,
     common.image_text_preprocessors(image_key="image", text_key="caption", max_prefix_tokens=0),
     metric_fns=CAPTION_METRICS,
@@ -85,4 +62,8 @@ common.add_mixture(
     "embedded_eval_mix",
     [("embedded_scenes_prefixlm", 1.0), ("embedded_text_prefixlm", 1.0),
      ("embedded_scenes_captioning", 1.0), ("embedded_heldout_captioning", 1.0)],
+)
+common.add_mixture(
+    "embedded_captioning_mix",
+    [("embedded_scenes_captioning", 1.0), ("embedded_heldout_captioning", 1.0)],
 )

@@ -11,13 +11,17 @@ from simvlm_jax import eval as eval_lib, gin_utils, infer as infer_lib, train as
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 ALL_GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, "**", "*.gin"), recursive=True))
-EXPERIMENTS = ["simvlm_base.gin", "simvlm_large.gin", "simvlm_huge.gin", "tiny_cpu.gin"]
+EXPERIMENTS = ["simvlm_base.gin", "simvlm_large.gin", "simvlm_huge.gin", "tiny_cpu.gin", "tiny_easy_vqa.gin"]
+# What an experiment leaves to the command line besides MODEL_DIR.
+EXPERIMENT_FLAGS = {"tiny_easy_vqa.gin": ["INITIAL_CHECKPOINT_PATH = '/tmp/pretrained/checkpoint_1200'"]}
 # Macros a file leaves to others: model gins need TRAIN_STEPS (from a run/experiment); the run gin
 # needs a MODEL, LEARNING_RATE_SCHEDULE (from a model gin); common.gin needs VOCABULARY.
 RUN_GINS_REQUIRED = {
     os.path.join("runs", "pretrain.gin"): ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_DIR"],
     os.path.join("runs", "eval.gin"): ["CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "EVAL_OUTPUT_DIR"],
     os.path.join("runs", "infer.gin"): ["CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "INFER_OUTPUT_DIR"],
+    os.path.join("runs", "finetune.gin"): ["INITIAL_CHECKPOINT_PATH", "INITIAL_STEP", "MIXTURE_OR_TASK_NAME",
+                                           "MODEL_DIR", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS"],
 }
 CONTEXT = ["TRAIN_STEPS = 10", "MODEL_DIR = '/tmp/x'", "VOCABULARY = None", "MODEL = None",
            "LEARNING_RATE_SCHEDULE = None"]
@@ -50,7 +54,8 @@ def test_gin_file_parses(path):
         gin.parse_config_files_and_bindings([path], [], finalize_config=False)
         assert gin_utils.missing_required_macros() == sorted(RUN_GINS_REQUIRED[run_gin])
         return
-    bindings = [] if os.path.basename(path) in EXPERIMENTS else CONTEXT
+    name = os.path.basename(path)
+    bindings = EXPERIMENT_FLAGS.get(name, []) if name in EXPERIMENTS else CONTEXT
     gin.parse_config_files_and_bindings([path], bindings + ["MODEL_DIR = '/tmp/x'"], finalize_config=False)
     assert gin_utils.missing_required_macros() == []
 
@@ -60,7 +65,8 @@ def test_experiment_builds_its_model_and_configs(experiment):
     from simvlm_jax import models
 
     gin.add_config_file_search_path(GIN_DIR)
-    gin.parse_config_files_and_bindings([os.path.join(GIN_DIR, experiment)], ["MODEL_DIR = '/tmp/x'"],
+    gin.parse_config_files_and_bindings([os.path.join(GIN_DIR, experiment)],
+                                        ["MODEL_DIR = '/tmp/x'"] + EXPERIMENT_FLAGS.get(experiment, []),
                                         finalize_config=False)
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
     assert isinstance(model, models.SimVLMModel)
@@ -68,8 +74,9 @@ def test_experiment_builds_its_model_and_configs(experiment):
     assert set(lengths) == {"inputs", "targets", "image"} and lengths["image"] == model.module.config.image_size
     schedule = gin.query_parameter("%LEARNING_RATE_SCHEDULE").scoped_configurable_fn()
     steps = gin.query_parameter("%TRAIN_STEPS")
+    start = gin.query_parameter("%INITIAL_STEP") if experiment in EXPERIMENT_FLAGS else 0  # fine-tuning
     peak = gin.query_parameter("%PEAK_LEARNING_RATE")
-    assert float(schedule(0)) == 0.0 and abs(float(schedule(int(0.02 * steps))) - peak) < 1e-9
+    assert float(schedule(start)) == 0.0 and abs(float(schedule(start + int(0.02 * (steps - start)))) - peak) < 1e-9
     assert abs(float(schedule(steps))) < 1e-9
 
 

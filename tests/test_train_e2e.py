@@ -1,6 +1,7 @@
 """End to end through the real command line: train 2 steps, write the model dir, resume to 4."""
 
 import glob
+import json
 import os
 
 from tests.conftest import run_module
@@ -9,6 +10,7 @@ TINY_RUN = ["--gin_file=gin/tiny_cpu.gin", "--gin.BATCH_SIZE=8", "--gin.EVAL_PER
             "--gin.CHECKPOINT_PERIOD=2", "--gin.train.stats_period=1",
             # one learning-rate schedule for the 2-step and the 4-step runs, so they can be compared
             "--gin.schedules.warmup_linear_decay.total_steps=4"]
+NO_DECODING = "--gin.train.infer_eval_dataset_cfg=None"  # for runs that only compare parameters
 
 
 def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
@@ -26,8 +28,16 @@ def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
     for task in ("embedded_scenes_prefixlm", "embedded_text_prefixlm", "embedded_heldout_captioning"):
         assert glob.glob(os.path.join(model_dir, "training_eval", task, "events.out.tfevents.*")), task
     assert "greedy:" in first.stdout  # samples of image tasks are written to the log
+    # Decoded-prediction metrics (seqio.Evaluator) on both captioning tasks, and the curves picture.
+    for task in ("embedded_scenes_captioning", "embedded_heldout_captioning"):
+        lines = open(os.path.join(model_dir, "inference_eval", f"{task}-metrics.jsonl")).read().splitlines()
+        assert {"cider", "bleu_4", "exact_match"} <= set(json.loads(lines[-1])), lines
+        assert f"infer_eval {task} @ 2: " in first.stdout
+    with open(os.path.join(model_dir, "curves.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
-    second = run_module("simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=4")
+    second = run_module("simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=4",
+                        NO_DECODING)
     assert second.returncode == 0, second.stderr[-4000:]
     assert "Restored" in second.stdout and "checkpoint_2" in second.stdout and "with the data iterator" in second.stdout
     assert "step 3/4" in second.stdout and "step 1/" not in second.stdout  # continues, not restarts
@@ -36,7 +46,7 @@ def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
     # The resumed run (data iterator and dropout RNG restored) ends bitwise where a straight run does.
     straight_dir = str(tmp_path / "straight")
     straight = run_module("simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={straight_dir}", "--gin.TRAIN_STEPS=4",
-                          "--gin.EVAL_PERIOD=100")
+                          "--gin.EVAL_PERIOD=100", NO_DECODING)
     assert straight.returncode == 0, straight.stderr[-4000:]
     compared = run_module("simvlm_jax.inspect_checkpoint", straight_dir, "--compare", model_dir)
     assert compared.returncode == 0, compared.stderr[-2000:]
@@ -61,7 +71,7 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly(embedd
 
     model_dir = str(tmp_path / "preempted")
     process = subprocess.Popen(
-        [sys.executable, "-m", "simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={model_dir}",
+        [sys.executable, "-m", "simvlm_jax.train", *TINY_RUN, NO_DECODING, f"--gin.MODEL_DIR={model_dir}",
          "--gin.TRAIN_STEPS=100000", "--gin.EVAL_PERIOD=100000"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

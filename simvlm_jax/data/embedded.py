@@ -84,15 +84,16 @@ def prepare_vocabulary(data_dir: str | None = None, vocab_size: int = DEFAULT_VO
     return path
 
 
+def prepare_builder(builder_cls, data_dir: str | None = None) -> str:
+    """Generates one of the package's TFDS datasets unless present; returns its folder."""
+    builder = builder_cls(data_dir=tfds_data_dir(data_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return os.fspath(builder.data_dir)
+
+
 def prepare_datasets(data_dir: str | None = None) -> dict[str, str]:
     """Generates both TFDS datasets unless present; returns {builder name: dataset folder}."""
-    config = tfds.download.DownloadConfig(try_download_gcs=False)
-    folders = {}
-    for builder_cls in BUILDERS:
-        builder = builder_cls(data_dir=tfds_data_dir(data_dir))
-        builder.download_and_prepare(download_config=config)
-        folders[builder.name] = os.fspath(builder.data_dir)
-    return folders
+    return {builder_cls.name: prepare_builder(builder_cls, data_dir) for builder_cls in BUILDERS}
 
 
 def prepare(data_dir: str | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE) -> dict[str, str]:
