@@ -200,7 +200,7 @@ class SimVLMModel:
         """The zeroed decoder key/value cache for B rows and `max_length` positions.
 
         Leaves: cached_key / cached_value [B, max_length, heads, kv] per self-attention layer, and
-        scalar int32 `cache_index` counters (one per attention layer, one for the decoder positions).
+        scalar int32 `cache_index`, the decoder's step count (scanned layers: [B, layers, max_length, heads, kv]).
         """
         _, variables = self.module.apply(
             {"params": params},
