@@ -167,9 +167,11 @@ class Trainer:
         self._predict = jax.jit(lambda params, batch: model.predict_batch_with_aux(params, batch))
 
     def shard_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        """This host's numpy batch -> global arrays split along the batch axis of the mesh."""
+        """This host's numpy batch -> global arrays split along the batch axis of the mesh (arrays
+        already on the devices, e.g. from `prefetch_to_device`, are kept as they are)."""
         return {
-            name: jax.make_array_from_process_local_data(self.partitioner.batch_sharding(np.ndim(value)), value)
+            name: value if isinstance(value, jax.Array)
+            else jax.make_array_from_process_local_data(self.partitioner.batch_sharding(np.ndim(value)), value)
             for name, value in batch.items()
         }
 
