@@ -63,6 +63,8 @@ class SimVLMModel:
     """The PrefixLM model: loss on decoder targets only; the prefix (image + k tokens) is the encoder's."""
 
     FEATURE_CONVERTER_CLS = SimVLMFeatureConverter
+    # The loss_fn metrics that are batch scalars divided by `loss_normalizer` (for gradient accumulation).
+    LOSS_METRICS = ("loss", "cross_ent_loss", "z_loss")
 
     def __init__(
         self,
@@ -142,12 +144,7 @@ class SimVLMModel:
         weights = batch["decoder_loss_weights"].astype(jnp.float32)  # [B, L]
         token_loss, token_z = cross_entropy_with_z_loss(logits, targets, self.label_smoothing, self.z_loss)
         num_tokens = jnp.sum(weights)
-        if self.loss_normalizing_factor is None:
-            normalizer = 1.0
-        elif isinstance(self.loss_normalizing_factor, str):
-            normalizer = jnp.maximum(num_tokens, 1.0)
-        else:
-            normalizer = float(self.loss_normalizing_factor)
+        normalizer = self.loss_normalizer(batch)
         loss = jnp.sum(token_loss * weights) / normalizer
         z_loss = jnp.sum(token_z * weights) / normalizer
 
@@ -165,6 +162,15 @@ class SimVLMModel:
             "num_examples": metrics_lib.Sum(total=jnp.asarray(targets.shape[0], jnp.float32)),
         }
         return loss, metrics
+
+    def loss_normalizer(self, batch: Batch) -> jax.Array:
+        """The denominator of the loss: the batch's real target tokens (at least 1), a fixed factor,
+        or 1 (loss_normalizing_factor "NUM_REAL_TARGET_TOKENS", a float, None)."""
+        if self.loss_normalizing_factor is None:
+            return jnp.asarray(1.0, jnp.float32)
+        if isinstance(self.loss_normalizing_factor, str):
+            return jnp.maximum(jnp.sum(batch["decoder_loss_weights"].astype(jnp.float32)), 1.0)
+        return jnp.asarray(float(self.loss_normalizing_factor), jnp.float32)
 
     def eval_fn(self, params: PyTree, batch: Batch) -> tuple[jax.Array, metrics_lib.Metrics]:
         return self.loss_fn(params, batch, dropout_rng=None)
@@ -200,7 +206,7 @@ class SimVLMModel:
         """The zeroed decoder key/value cache for B rows and `max_length` positions.
 
         Leaves: cached_key / cached_value [B, max_length, heads, kv] per self-attention layer, and
-        scalar int32 `cache_index` counters (one per attention layer, one for the decoder positions).
+        scalar int32 `cache_index`, the decoder's step count (scanned layers: [B, layers, max_length, heads, kv]).
         """
         _, variables = self.module.apply(
             {"params": params},

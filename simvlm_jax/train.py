@@ -21,6 +21,7 @@ from absl import logging
 
 from simvlm_jax import checkpoints, curves, metrics as metrics_lib
 from simvlm_jax.data import loader
+from simvlm_jax.prefetch import prefetch_to_device
 from simvlm_jax.preemption import StopRequest
 from simvlm_jax.trainer import Trainer, TrainState, TrainStateLayout
 from simvlm_jax.training_eval import InferenceEvaluator, TrainingEvaluator
@@ -47,12 +48,14 @@ def train(
     run_eval_before_training: bool = False,
     use_orbax: bool = True,
     num_samples_to_log: int = 4,
+    prefetch_batches: int = 2,
     **unused_t5x_kwargs: Any,
 ) -> tuple[int, TrainState]:
     """Trains `model` to `total_steps` (or `relative_steps` past the restored step); returns (step, state).
 
     Resumes from the newest checkpoint in `model_dir` (including the data iterator when it was saved),
-    else from `checkpoint_cfg.restore.path`, else from scratch. Keyword names are T5X's.
+    else from `checkpoint_cfg.restore.path`, else from scratch. Keyword names are T5X's, except
+    `prefetch_batches`: batches put on the devices ahead of the step (see `_device_batches`).
     """
     if not use_orbax:
         raise ValueError("Only Orbax checkpoints are supported (use_orbax=True).")
@@ -114,7 +117,7 @@ def train(
             infer_evaluator.evaluate(trainer.train_state.params, start_step)
     progress = ProgressLog(start_step, total_steps, train_dataset_cfg.batch_size)
     pending: list = []
-    batches = loader.numpy_batches(train_iter)
+    batches = _device_batches(train_iter, trainer, prefetch_batches, save_cfg)
     step = start_step
     with StopRequest() as stop:
         while step < total_steps:
@@ -153,6 +156,14 @@ def _write_curves(model_dir: str) -> None:
         curves.plot(model_dir)
     except Exception as error:  # noqa: BLE001 (the checkpoint is saved; the picture is a convenience)
         logging.warning("Could not write %s/curves.png: %s", model_dir, error)
+
+
+def _device_batches(train_iter, trainer: Trainer, prefetch_batches: int, save_cfg):
+    """Batches already sharded onto the devices, `prefetch_batches` ahead of the step loop. No
+    prefetch when the data iterator is checkpointed: it would be saved that many batches ahead."""
+    if save_cfg is not None and save_cfg.save_dataset:
+        prefetch_batches = 0
+    return prefetch_to_device(loader.numpy_batches(train_iter), trainer.shard_batch, prefetch_batches)
 
 
 def _print_locations(model_dir: str, step: int) -> None:

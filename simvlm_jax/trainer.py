@@ -19,6 +19,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from simvlm_jax import checkpoints, metrics as metrics_lib
+from simvlm_jax.grad_accumulation import loss_and_grads
 from simvlm_jax.optimizers import as_optax
 from simvlm_jax.partitioning import PjitPartitioner, params_logical_axes
 
@@ -45,10 +46,12 @@ class TrainState:
 def train_step(
     model, optimizer: optax.GradientTransformation, learning_rate_fn: Optional[Callable],
     dropout_rng: jax.Array, state: TrainState, batch: Mapping[str, jax.Array],
+    num_microbatches: Optional[int] = None,
 ) -> tuple[TrainState, metrics_lib.Metrics]:
-    """One optimizer update. The dropout RNG is folded with the step, so a resumed run repeats it."""
+    """One optimizer update. The dropout RNG is folded with the step, so a resumed run repeats it.
+    With num_microbatches > 1 the gradients are accumulated over batch slices (grad_accumulation)."""
     rng = jax.random.fold_in(dropout_rng, state.step)
-    (_, metrics), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(state.params, batch, rng)
+    (_, metrics), grads = loss_and_grads(model, state.params, batch, rng, num_microbatches)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
@@ -137,15 +140,14 @@ class Trainer:
     """Compiles and runs the train and eval steps on the partitioner's mesh.
 
     Args follow `t5x.trainer.Trainer`; `learning_rate_fn` is only reported (with optax the schedule
-    lives inside the optimizer, as in T5X) and `num_microbatches` must be None or 1 for now.
+    lives inside the optimizer, as in T5X); `num_microbatches` > 1 accumulates gradients over that
+    many slices of each batch inside the compiled step (same update, less activation memory).
     """
 
     def __init__(self, model, train_state: TrainState, partitioner: PjitPartitioner, eval_names=(),
                  summary_dir: Optional[str] = None, train_state_axes: Optional[TrainState] = None,
                  rng: Optional[jax.Array] = None, learning_rate_fn: Optional[Callable] = None,
                  num_microbatches: Optional[int] = None):
-        if num_microbatches not in (None, 1):
-            raise NotImplementedError("Gradient accumulation (num_microbatches > 1) is not implemented yet.")
         self.model = model
         self.train_state = train_state
         self.partitioner = partitioner
@@ -156,7 +158,8 @@ class Trainer:
         optimizer = as_optax(model.optimizer_def)
         dropout_rng = rng if rng is not None else jax.random.key(0)
         self._train_step = jax.jit(
-            functools.partial(train_step, model, optimizer, learning_rate_fn, dropout_rng),
+            functools.partial(train_step, model, optimizer, learning_rate_fn, dropout_rng,
+                              num_microbatches=num_microbatches),
             out_shardings=(state_shardings, partitioner.replicated()),
             donate_argnums=(0,),
         )
@@ -164,9 +167,11 @@ class Trainer:
         self._predict = jax.jit(lambda params, batch: model.predict_batch_with_aux(params, batch))
 
     def shard_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        """This host's numpy batch -> global arrays split along the batch axis of the mesh."""
+        """This host's numpy batch -> global arrays split along the batch axis of the mesh (arrays
+        already on the devices, e.g. from `prefetch_to_device`, are kept as they are)."""
         return {
-            name: jax.make_array_from_process_local_data(self.partitioner.batch_sharding(np.ndim(value)), value)
+            name: value if isinstance(value, jax.Array)
+            else jax.make_array_from_process_local_data(self.partitioner.batch_sharding(np.ndim(value)), value)
             for name, value in batch.items()
         }
 

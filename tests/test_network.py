@@ -323,11 +323,16 @@ def test_tiny_param_count_matches_formula():
 # ----------------------------------------------------------------------------- decoding cache
 
 
-def test_cached_decoding_matches_full_causal_pass():
-    model = SimVLMNetwork(TINY)
-    params = _params(TINY)
-    images, image_mask, enc, dec_in, targets = _inputs(TINY)
-    encoded, enc_mask, full = _run(TINY)(params, images, image_mask, enc, dec_in, targets)
+@pytest.mark.parametrize(
+    "cfg",
+    [TINY, tiny_config(scan_layers=True), tiny_config(attention_impl="fused")],
+    ids=["unrolled", "scanned", "fused_attention"],
+)
+def test_cached_decoding_matches_full_causal_pass(cfg):
+    model = SimVLMNetwork(cfg)
+    params = _params(cfg)
+    images, image_mask, enc, dec_in, targets = _inputs(cfg)
+    encoded, enc_mask, full = _run(cfg)(params, images, image_mask, enc, dec_in, targets)
     decode = functools.partial(model.apply, method=SimVLMNetwork.decode)
 
     # The cache-creating call, as decoding code makes it: full-length input, mutable cache. Traced
@@ -337,8 +342,12 @@ def test_cached_decoding_matches_full_causal_pass():
             {"params": params}, encoded, enc_mask, jnp.zeros_like(dec_in), decode=True, mutable=["cache"]
         )
     )
-    layer_cache = state["cache"]["decoder"]["layers_0"]["self_attention"]
-    assert layer_cache["cached_key"].shape == (2, 6, TINY.num_heads, TINY.head_dim)
+    if cfg.scan_layers:  # one stacked cache, batch axis first
+        layer_cache = state["cache"]["decoder"]["layers"]["self_attention"]
+        assert layer_cache["cached_key"].shape == (2, cfg.num_decoder_layers, 6, cfg.num_heads, cfg.head_dim)
+    else:
+        layer_cache = state["cache"]["decoder"]["layers_0"]["self_attention"]
+        assert layer_cache["cached_key"].shape == (2, 6, cfg.num_heads, cfg.head_dim)
     cache = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), state["cache"])
 
     @_jit
@@ -355,7 +364,6 @@ def test_cached_decoding_matches_full_causal_pass():
         valid = targets[:, i] > 0
         np.testing.assert_allclose(logits[valid, 0], full[valid, i], atol=1e-5, rtol=1e-5)
     assert int(cache["decoder"]["cache_index"]) == 6
-    assert int(cache["decoder"]["layers_1"]["self_attention"]["cache_index"]) == 6
 
 
 # ----------------------------------------------------------------------------- resolution

@@ -44,8 +44,9 @@ def test_train_step_on_an_8_device_mesh_matches_one_device():
     done = run_module("tests.mesh_step_check", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
-    for mesh in ("data4_model2", "data2_fsdp2_model2"):
-        assert abs(result[mesh]["loss"] - result["single_loss"]) < 1e-5, result
+    for mesh in ("data4_model2", "data2_fsdp2_model2", "scanned_data2_fsdp2_model2"):
+        single = result["scanned_single_loss" if mesh.startswith("scanned") else "single_loss"]
+        assert abs(result[mesh]["loss"] - single) < 1e-5, result
         assert result[mesh]["max_param_diff"] < 1e-5, result  # one SGD step, same update
         # the MLP kernel [embed, mlp] really is split: mlp over model=2 (and embed over fsdp=2)
         assert result[mesh]["mlp_shard_shape"][1] * 2 == result[mesh]["mlp_full_shape"][1]

@@ -114,17 +114,23 @@ class MultiHeadAttention(nn.Module):
     q/k/v kernels are [embed, heads, kv]; the output kernel is [heads, kv, embed].
 
     With `decode=True` (self-attention only) the layer keeps a 'cache' collection:
-      cached_key, cached_value [batch, max_len, heads, kv] and cache_index (scalar int32).
+      cached_key, cached_value [batch, max_len, heads, kv].
     The first call, when the cache does not exist yet, must see the full-length input
     [batch, max_len, embed]; it creates the zeroed cache of that length and returns an ordinary causal
-    pass (whose output callers ignore). Every later call takes one token [batch, 1, embed], writes its
-    key/value at cache_index, attends to the cached positions <= cache_index and increments the index.
+    pass (whose output callers ignore). Every later call takes one token [batch, 1, embed] and its
+    position `decode_index` (scalar int32, kept by the Decoder), writes its key/value there and
+    attends to the cached positions <= decode_index.
+
+    `impl`: 'einsum' computes softmax(q k^T / sqrt(d) + bias) v with XLA einsums (float32 logits);
+    'fused' calls jax.nn.dot_product_attention (cuDNN flash attention where the backend has it), except
+    with attention dropout, which only the einsum path implements.
     """
 
     num_heads: int
     head_dim: int
     dropout_rate: float = 0.0
     dtype: DType = jnp.float32
+    impl: str = "einsum"
 
     @nn.compact
     def __call__(
@@ -135,6 +141,7 @@ class MultiHeadAttention(nn.Module):
         *,
         enable_dropout: bool = False,
         decode: bool = False,
+        decode_index: Array | None = None,
     ) -> Array:
         """inputs_q [batch, q_len, embed], inputs_kv [batch, k_len, embed],
         mask [batch, 1, q_len, k_len] bool or None -> [batch, q_len, embed]."""
@@ -152,17 +159,14 @@ class MultiHeadAttention(nn.Module):
         value = with_sharding_constraint(value, ("batch", "length", "heads", "kv"))
 
         if decode:
-            key, value, mask = self._use_cache(key, value, mask)
+            key, value, mask = self._use_cache(key, value, mask, decode_index)
 
-        query = query * jnp.asarray(self.head_dim**-0.5, self.dtype)
-        logits = jnp.einsum(
-            "bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32
-        )  # [batch, heads, q_len, k_len]
-        if mask is not None:
-            logits = logits + mask_to_bias(mask, jnp.float32)
-        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        probs = dropout(probs, self.dropout_rate, enable_dropout)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, q_len, heads, kv]
+        if self.impl == "fused" and not (enable_dropout and self.dropout_rate > 0):
+            out = jax.nn.dot_product_attention(
+                query, key, value, mask=mask, scale=self.head_dim**-0.5
+            )  # [batch, q_len, heads, kv]
+        else:
+            out = self._einsum_attention(query, key, value, mask, enable_dropout)
         out = with_sharding_constraint(out, ("batch", "length", "heads", "kv"))
         out = DenseGeneral(
             inputs_q.shape[-1],
@@ -173,14 +177,27 @@ class MultiHeadAttention(nn.Module):
         )(out)
         return with_sharding_constraint(out, ("batch", "length", "embed"))  # [batch, q_len, embed]
 
+    def _einsum_attention(
+        self, query: Array, key: Array, value: Array, mask: Array | None, enable_dropout: bool
+    ) -> Array:
+        """q [b, q, h, d], k and v [b, k, h, d], mask [b, 1, q, k] -> [b, q, h, d]."""
+        query = query * jnp.asarray(self.head_dim**-0.5, self.dtype)
+        logits = jnp.einsum(
+            "bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32
+        )  # [batch, heads, q_len, k_len]
+        if mask is not None:
+            logits = logits + mask_to_bias(mask, jnp.float32)
+        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        probs = dropout(probs, self.dropout_rate, enable_dropout)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, q_len, heads, kv]
+
     def _use_cache(
-        self, key: Array, value: Array, mask: Array | None
+        self, key: Array, value: Array, mask: Array | None, index: Array | None
     ) -> tuple[Array, Array, Array]:
         """Create or advance the key/value cache; returns the keys, values and mask to attend with."""
         initialized = self.has_variable("cache", "cached_key")
         cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
-        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
         batch, length = key.shape[:2]
         if not initialized:
             # Cache creation: a plain causal pass over the full-length input; nothing is decoded.
@@ -189,7 +206,8 @@ class MultiHeadAttention(nn.Module):
 
         if length != 1:
             raise ValueError(f"Cached decoding takes one token per call, got {length}")
-        index = cache_index.value
+        if index is None:
+            raise ValueError("Cached decoding needs decode_index (the position of the token)")
         keys = jax.lax.dynamic_update_slice(
             cached_key.value, key.astype(cached_key.value.dtype), (0, index, 0, 0)
         )  # [batch, max_len, heads, kv]
@@ -197,7 +215,6 @@ class MultiHeadAttention(nn.Module):
             cached_value.value, value.astype(cached_value.value.dtype), (0, index, 0, 0)
         )
         cached_key.value, cached_value.value = keys, values
-        cache_index.value = index + 1
         max_len = keys.shape[1]
         seen = jnp.arange(max_len) <= index  # [max_len]: positions written so far
         step_mask = jnp.broadcast_to(seen[None, None, None, :], (batch, 1, 1, max_len))

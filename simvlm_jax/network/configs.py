@@ -34,6 +34,10 @@ import math
 from typing import Any
 
 
+REMAT_POLICIES = ("none", "full", "dots")
+ATTENTION_IMPLS = ("einsum", "fused")
+
+
 @dataclasses.dataclass(frozen=True)
 class SimVLMConfig:
     """Every hyper-parameter of `SimVLMNetwork`. Defaults are the Base preset."""
@@ -76,6 +80,17 @@ class SimVLMConfig:
     layer_norm_epsilon: float = 1e-6
     # Largest group count of the stem GroupNorms (fewer when the channel count is small).
     stem_norm_groups: int = 32
+    # Performance knobs (docs/performance.md); none of them changes the maths.
+    # Scan over the layers of each stack with one compiled layer body (params stacked on a leading
+    # `layers` axis under encoder/layers and decoder/layers) instead of unrolling layers_0..layers_{n-1}.
+    scan_layers: bool = False
+    # Rematerialisation of each layer in the backward pass: 'none', 'full' (save only the layer
+    # inputs) or 'dots' (save matmul outputs, recompute the elementwise work).
+    remat_policy: str = "none"
+    # Attention kernel: 'einsum' (plain XLA einsums + softmax) or 'fused' (jax.nn.dot_product_attention,
+    # cuDNN flash attention on GPUs with bfloat16; the XLA lowering elsewhere). Dropout on attention
+    # probabilities always uses 'einsum'.
+    attention_impl: str = "einsum"
 
     def __post_init__(self) -> None:
         if not 0 <= self.num_conv_blocks <= 4:
@@ -85,6 +100,10 @@ class SimVLMConfig:
                 f"stem_blocks_per_stage {self.stem_blocks_per_stage} has fewer than "
                 f"num_conv_blocks={self.num_conv_blocks} stages"
             )
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {self.max_images}")
         # Lists (e.g. from gin) become tuples so that the config stays hashable.

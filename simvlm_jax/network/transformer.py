@@ -5,6 +5,12 @@ Decoder layer:  x += drop(CausalSelfAttn(LN(x)));  x += drop(CrossAttn(LN(x), en
                 x += drop(MLP(LN(x)))
 Both stacks end with a final LayerNorm and dropout. The decoder embeds its own tokens with the shared
 token table, adds a learned position embedding and turns its output into logits with the same table.
+
+Layers are either unrolled (parameters under layers_0 .. layers_{n-1}) or, with config.scan_layers,
+one `nn.scan` over a layer body whose parameters are stacked on a leading `layers` axis (under
+`layers`; `stack_layer_params` converts the first layout into the second). config.remat_policy wraps
+each layer in `nn.remat`. Scanned decoding caches are [batch, layers, max_len, heads, kv], keeping
+the batch axis first for the beam-search helpers.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax.linen import partitioning as nn_partitioning
 
 from simvlm_jax.network.attention import MultiHeadAttention, cross_mask, decoder_causal_mask
 from simvlm_jax.network.configs import SimVLMConfig
@@ -22,14 +29,55 @@ Array = jax.Array
 _ACTIVATION_AXES = ("batch", "length", "embed")
 
 
+_REMAT_POLICIES = {
+    "full": None,  # save nothing but the layer inputs
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # save matmul outputs
+}
+
+
 def _attention(cfg: SimVLMConfig, name: str) -> MultiHeadAttention:
     return MultiHeadAttention(
         num_heads=cfg.num_heads,
         head_dim=cfg.head_dim,
         dropout_rate=cfg.dropout_rate,
         dtype=jnp.dtype(cfg.dtype),
+        impl=cfg.attention_impl,
         name=name,
     )
+
+
+def _layer_stack(cfg: SimVLMConfig, layer_cls: type, num_layers: int, num_args: int, static_argnums: tuple):
+    """The layer class to instantiate: `layer_cls` wrapped in nn.remat and/or scanned over layers.
+
+    num_args: arguments after x (all broadcast to every layer when scanned); static_argnums: the
+    Python-bool arguments, counted with self = 0 and x = 1 as nn.remat expects.
+    """
+    if cfg.remat_policy != "none":
+        layer_cls = nn.remat(
+            layer_cls,
+            policy=_REMAT_POLICIES[cfg.remat_policy],
+            prevent_cse=not cfg.scan_layers,  # scan already keeps XLA from merging recomputation
+            static_argnums=static_argnums,
+        )
+    if cfg.scan_layers:
+        layer_cls = nn_partitioning.scan_with_axes(
+            layer_cls,
+            variable_axes={"params": 0, "cache": 1},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(nn.broadcast,) * num_args,
+            length=num_layers,
+            axis_name="layers",
+        )
+    return layer_cls
+
+
+def stack_layer_params(stack_params: dict, num_layers: int) -> dict:
+    """Unrolled stack params {layers_0: t0, ..., layers_{n-1}: t_{n-1}, ...} -> scanned layout
+    {layers: tree of [n, ...] arrays, ...} (other entries, e.g. the final norm, are kept)."""
+    names = [f"layers_{i}" for i in range(num_layers)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(stack_params[n] for n in names))
+    rest = {k: v for k, v in stack_params.items() if k not in names}
+    return {**rest, "layers": stacked}
 
 
 def _mlp(cfg: SimVLMConfig) -> MlpBlock:
@@ -52,8 +100,8 @@ class EncoderLayer(nn.Module):
     config: SimVLMConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, enable_dropout: bool = False) -> Array:
-        """mask: [batch, 1, len, len] bool (encoder_self_mask)."""
+    def __call__(self, x: Array, mask: Array, enable_dropout: bool = False):
+        """mask: [batch, 1, len, len] bool (encoder_self_mask). Returns x, or (x, None) when scanned."""
         cfg = self.config
         h = _norm(cfg, "pre_attention_layer_norm")(x)
         h = _attention(cfg, "attention")(h, h, mask, enable_dropout=enable_dropout)
@@ -61,7 +109,8 @@ class EncoderLayer(nn.Module):
         h = _norm(cfg, "pre_mlp_layer_norm")(x)
         h = _mlp(cfg)(h, enable_dropout=enable_dropout)
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
-        return with_sharding_constraint(x, _ACTIVATION_AXES)
+        x = with_sharding_constraint(x, _ACTIVATION_AXES)
+        return (x, None) if cfg.scan_layers else x
 
 
 class DecoderLayer(nn.Module):
@@ -78,13 +127,15 @@ class DecoderLayer(nn.Module):
         enc_dec_mask: Array,
         enable_dropout: bool = False,
         decode: bool = False,
-    ) -> Array:
+        decode_index: Array | None = None,
+    ):
         """encoded [batch, enc_len, embed]; self_mask [batch, 1, dec_len, dec_len] or None (decode);
-        enc_dec_mask [batch, 1, dec_len, enc_len]."""
+        enc_dec_mask [batch, 1, dec_len, enc_len]; decode_index: the decoded token's position (scalar).
+        Returns x, or (x, None) when scanned."""
         cfg = self.config
         h = _norm(cfg, "pre_self_attention_layer_norm")(x)
         h = _attention(cfg, "self_attention")(
-            h, h, self_mask, enable_dropout=enable_dropout, decode=decode
+            h, h, self_mask, enable_dropout=enable_dropout, decode=decode, decode_index=decode_index
         )
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
         h = _norm(cfg, "pre_cross_attention_layer_norm")(x)
@@ -95,7 +146,8 @@ class DecoderLayer(nn.Module):
         h = _norm(cfg, "pre_mlp_layer_norm")(x)
         h = _mlp(cfg)(h, enable_dropout=enable_dropout)
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
-        return with_sharding_constraint(x, _ACTIVATION_AXES)
+        x = with_sharding_constraint(x, _ACTIVATION_AXES)
+        return (x, None) if cfg.scan_layers else x
 
 
 class Encoder(nn.Module):
@@ -109,8 +161,12 @@ class Encoder(nn.Module):
         cfg = self.config
         x = dropout(x, cfg.dropout_rate, enable_dropout)
         x = with_sharding_constraint(jnp.asarray(x, jnp.dtype(cfg.dtype)), _ACTIVATION_AXES)
-        for i in range(cfg.num_encoder_layers):
-            x = EncoderLayer(cfg, name=f"layers_{i}")(x, mask, enable_dropout)
+        layer = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers, 2, static_argnums=(3,))
+        if cfg.scan_layers:
+            x, _ = layer(cfg, name="layers")(x, mask, enable_dropout)
+        else:
+            for i in range(cfg.num_encoder_layers):
+                x = layer(cfg, name=f"layers_{i}")(x, mask, enable_dropout)
         x = _norm(cfg, "encoder_norm")(x)
         return dropout(x, cfg.dropout_rate, enable_dropout)
 
@@ -143,12 +199,12 @@ class Decoder(nn.Module):
         decode=True: see MultiHeadAttention. The first call (no cache yet) creates the cache from the
         full-length input; later calls take one token [batch, 1]. Its position is
         `decoder_positions` [batch, 1] when given, else the number of tokens decoded so far (kept in
-        the decoder's 'cache' variable `cache_index`; named like the attention indices so that
-        decoding code that treats `cache_index` leaves as scalars, e.g. T5X's `cache_map`, skips it).
+        the decoder's 'cache' variable `cache_index`, which also tells every layer where to write the
+        new key and value; a scalar, as T5X's `cache_map` expects of leaves named `cache_index`).
         """
         cfg = self.config
         batch, length = decoder_input_tokens.shape
-        positions = self._positions(batch, length, decoder_positions, decode)  # [batch, dec_len]
+        positions, decode_index = self._positions(batch, length, decoder_positions, decode)
         position_table = Embed(
             cfg.max_text_length,
             cfg.emb_dim,
@@ -175,10 +231,13 @@ class Decoder(nn.Module):
             )
         enc_dec_mask = cross_mask(decoder_valid, encoder_mask)  # [batch, 1, dec_len, enc_len]
 
-        for i in range(cfg.num_decoder_layers):
-            x = DecoderLayer(cfg, name=f"layers_{i}")(
-                x, encoded, self_mask, enc_dec_mask, enable_dropout, decode
-            )
+        layer = _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers, 6, static_argnums=(5, 6))
+        args = (encoded, self_mask, enc_dec_mask, enable_dropout, decode, decode_index)
+        if cfg.scan_layers:
+            x, _ = layer(cfg, name="layers")(x, *args)
+        else:
+            for i in range(cfg.num_decoder_layers):
+                x = layer(cfg, name=f"layers_{i}")(x, *args)
         x = _norm(cfg, "decoder_norm")(x)
         x = dropout(x, cfg.dropout_rate, enable_dropout)
         # Logits through the shared table, scaled by emb_dim**-0.5 as in T5 (the table has unit variance).
@@ -187,15 +246,19 @@ class Decoder(nn.Module):
 
     def _positions(
         self, batch: int, length: int, decoder_positions: Array | None, decode: bool
-    ) -> Array:
-        """Position ids [batch, length] used to read the decoder position table."""
+    ) -> tuple[Array, Array | None]:
+        """Position ids [batch, length] used to read the decoder position table, and in cached
+        decoding the step count before this call (scalar int32: where the layers write the new
+        keys and values), else None."""
+        decode_index = None
         if decode:
             initialized = self.has_variable("cache", "cache_index")
             index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
             if initialized:
+                decode_index = index.value
                 if decoder_positions is None:
-                    decoder_positions = jnp.full((batch, length), index.value, jnp.int32)
-                index.value = index.value + length
+                    decoder_positions = jnp.full((batch, length), decode_index, jnp.int32)
+                index.value = decode_index + length
         if decoder_positions is None:
             decoder_positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-        return decoder_positions
+        return decoder_positions, decode_index

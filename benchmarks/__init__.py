@@ -1,0 +1,1 @@
+"""Benchmarks of simvlm-jax: `python -m benchmarks.run --suite=cpu|gpu --out=FILE.json`."""
