@@ -162,3 +162,38 @@ def checkpoint_param_shapes(path: str) -> Optional[dict[str, tuple]]:
 
 def _mib(num_bytes: int) -> str:
     return f"{num_bytes / 2**20:,.1f} MiB"
+
+
+def check_training_config(model, dataset_cfg) -> None:
+    """All model-versus-data checks for a DatasetConfig (its task module already imported)."""
+    config = model.module.config
+    lengths = dict(dataset_cfg.task_feature_lengths)
+    check_feature_lengths(lengths, config)
+    check_image_size(lengths.get("image"), config)
+    check_vocabulary(model.output_vocabulary, config)
+    if model.input_vocabulary is not model.output_vocabulary:
+        check_vocabulary(model.input_vocabulary, config, "the input VOCABULARY")
+    for task in _tasks_of(dataset_cfg.mixture_or_task_name):
+        feature = task.output_features.get("targets")
+        check_task_vocabulary(getattr(feature, "vocabulary", None), model.output_vocabulary, task.name)
+
+
+def _tasks_of(mixture_or_task) -> list:
+    import difflib
+
+    import seqio
+
+    if isinstance(mixture_or_task, (seqio.Task, seqio.Mixture)):
+        provider = mixture_or_task
+    else:
+        try:
+            provider = seqio.get_mixture_or_task(mixture_or_task)
+        except ValueError as error:
+            names = seqio.TaskRegistry.names() | seqio.MixtureRegistry.names()
+            close = difflib.get_close_matches(str(mixture_or_task), sorted(names), n=3)
+            hint = f" Did you mean {', '.join(repr(n) for n in close)}?" if close else ""
+            raise ConfigError(
+                f"No SeqIO task or mixture named {mixture_or_task!r} is registered.{hint} Set "
+                "--gin.MIXTURE_OR_TASK_NAME=... to a registered name, and --gin.MIXTURE_OR_TASK_MODULE=... to the "
+                "module that registers it.") from error
+    return list(provider.tasks) if isinstance(provider, seqio.Mixture) else [provider]

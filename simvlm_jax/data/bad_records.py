@@ -4,7 +4,8 @@ A record is bad when
 
     reason            what is wrong
     corrupt_image     the bytes are not a decodable image (truncated, garbage, unknown format)
-    empty_image       no bytes, or an image with zero width or height
+    empty_image       no bytes, or an image with zero width or height (a header PIL cannot even
+                      identify, such as a zero-width PNG, counts as corrupt_image)
     too_large         more than `max_pixels` pixels (decompression bombs are refused from the header,
                       before any pixel is decoded)
     invalid_utf8      the text is not valid UTF-8
