@@ -5,6 +5,8 @@
     check_image_size(image_size, config)          the stem tiles the image exactly
     check_vocabulary(vocabulary, config, name)    token ids fit the embedding table
     check_checkpoint_shapes(path, shapes)         a checkpoint to restore matches the model
+    check_training_config(model, dataset_cfg)     train: all model-versus-data checks
+    check_inference_config(model, lengths, task)  eval / infer: the same for a trained model
 
 All raise `ConfigError` (a ValueError), whose message starts with what is wrong and ends with what to
 set. Plain Python: gin is applied by the entry points, which call these with the configured values.
@@ -197,3 +199,13 @@ def _tasks_of(mixture_or_task) -> list:
                 "--gin.MIXTURE_OR_TASK_NAME=... to a registered name, and --gin.MIXTURE_OR_TASK_MODULE=... to the "
                 "module that registers it.") from error
     return list(provider.tasks) if isinstance(provider, seqio.Mixture) else [provider]
+
+
+def check_inference_config(model, lengths: Mapping[str, int], mixture_or_task_name) -> None:
+    """eval / infer: the feature lengths fit the trained model and the tasks share its vocabulary."""
+    config = model.module.config
+    check_feature_lengths(lengths, config)
+    check_image_size(lengths.get("image"), config)
+    for task in _tasks_of(mixture_or_task_name):
+        feature = task.output_features.get("targets")
+        check_task_vocabulary(getattr(feature, "vocabulary", None), model.output_vocabulary, task.name)

@@ -15,6 +15,7 @@ and logs a warning when the interval's mean loss exceeds `spike_factor` x its ru
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional
 
 import jax
@@ -71,7 +72,7 @@ class NumericsMonitor:
             print(f"warning: {message}; their updates were skipped.", flush=True)
         loss = summary.get("loss")
         extra = {"numerics/nonfinite_steps_total": float(self.total_nonfinite)}
-        if loss is None or not jnp.isfinite(loss):
+        if loss is None or not math.isfinite(loss):
             return extra
         if self._running_loss is not None and loss > self.spike_factor * self._running_loss:
             logging.warning("Loss spike at step %d: %.4g is more than %.1fx the running mean %.4g.",
