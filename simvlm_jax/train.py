@@ -261,7 +261,23 @@ def main(argv) -> None:
     train_using_gin = gin.configurable(train)
     gin_utils.parse_gin_flags(flag_values.gin_search_paths + default_gin_search_paths(),
                               flag_values.gin_file, flag_values.gin_bindings)
-    train_using_gin()
+    try:
+        train_using_gin()
+    except bad_records.BadRecordError:
+        _exit_now_with_traceback()
+
+
+def _exit_now_with_traceback() -> None:
+    """Prints the traceback and exits 1 at once. After a bad record stops the input pipeline, tf.data
+    threads may still be inside their Python decode functions, and a normal interpreter shutdown then
+    waits on them forever; nothing is left to save (the run stops without a checkpoint by design)."""
+    import sys
+    import traceback
+
+    traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def define_flags() -> None:

@@ -70,7 +70,7 @@ def _train_command(tmp_path, *extra):
             "--gin.BATCH_SIZE=8", f"--gin.MIXTURE_OR_TASK_NAME={bad_data.TASK_NAME}",
             "--gin.MIXTURE_OR_TASK_MODULE=bad_pairs_tasks", "--gin.SHUFFLE_TRAIN_EXAMPLES=False",
             "--gin.train.train_eval_dataset_cfg=None", "--gin.train.stats_period=2", *extra]
-    return run_module("simvlm_jax.train", *args, env=env), expected, model_dir
+    return run_module("simvlm_jax.train", *args, env=env, timeout=1200), expected, model_dir
 
 
 def test_train_command_skips_and_counts_bad_records(embedded_data_dir, tmp_path):
