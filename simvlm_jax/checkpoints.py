@@ -5,7 +5,10 @@
     <model_dir>/checkpoint_<step>/dataset/train_ds-<i>-of-<n>  tf.data iterator (when save_dataset)
 
 A checkpoint is written into `checkpoint_<step>.tmp` and renamed when complete, so a directory named
-`checkpoint_<step>` is always whole: a crash during a save leaves the previous checkpoint the latest.
+`checkpoint_<step>` is always whole: a crash (or SIGKILL) during a save leaves the previous checkpoint
+the latest, and the next run deletes the `.tmp` remains (`remove_incomplete`). A save that fails (disk
+full, permissions) deletes only its own `.tmp` folder and raises `CheckpointSaveError`; older
+checkpoints are removed (keep-N) only after the new one has been renamed into place.
 """
 
 from __future__ import annotations
@@ -22,6 +25,28 @@ from absl import logging
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 _TMP_SUFFIX = ".tmp"
+_TMP_RE = re.compile(r"^checkpoint_(\d+)\.tmp$")
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written; the previous checkpoints are untouched."""
+
+
+def remove_incomplete(model_dir: str) -> list[str]:
+    """Deletes `checkpoint_<step>.tmp` folders (saves cut short by a crash or a kill); returns them.
+
+    Runs on process 0 only; the other processes never write the model dir's top level.
+    """
+    if jax.process_index() != 0 or not os.path.isdir(model_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(model_dir)):
+        if _TMP_RE.match(name):
+            shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+            removed.append(name)
+    if removed:
+        logging.warning("Removed incomplete checkpoint(s) left by an interrupted save: %s", ", ".join(removed))
+    return removed
 
 
 def checkpoint_dir(model_dir: str, step: int) -> str:
@@ -78,12 +103,23 @@ class CheckpointManager:
         tmp = final + _TMP_SUFFIX
         if jax.process_index() == 0 and os.path.exists(tmp):
             shutil.rmtree(tmp)  # the remains of an interrupted save
-        self._checkpointer.save(os.path.join(os.path.abspath(tmp), "state"), tree)
-        self._checkpointer.wait_until_finished()
-        if dataset_iterator is not None:
-            tf.train.Checkpoint(iterator=dataset_iterator).write(_dataset_file(tmp))
+        try:
+            self._checkpointer.save(os.path.join(os.path.abspath(tmp), "state"), tree)
+            self._checkpointer.wait_until_finished()
+            if dataset_iterator is not None:
+                tf.train.Checkpoint(iterator=dataset_iterator).write(_dataset_file(tmp))
+            if jax.process_index() == 0:
+                os.replace(tmp, final)
+        except Exception as error:  # Orbax and tf.io wrap OSErrors in their own types
+            if jax.process_index() == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = latest_step(self.model_dir)
+            kept = f"checkpoint_{previous} is intact" if previous is not None else "no earlier checkpoint exists"
+            raise CheckpointSaveError(
+                f"Saving checkpoint_{step} in {self.model_dir} failed ({error}); {kept}. Free disk space or "
+                "fix the permissions of MODEL_DIR, then rerun the same command to resume."
+            ) from error
         if jax.process_index() == 0:
-            os.replace(tmp, final)
             self._remove_old()
         logging.info("Saved checkpoint %s", final)
         return final

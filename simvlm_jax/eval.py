@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import seqio  # noqa: E402
 
-from simvlm_jax import checkpoints, restore  # noqa: E402
+from simvlm_jax import checkpoints, config_checks, restore  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
 from simvlm_jax.inference import ModelRunner  # noqa: E402
 
@@ -47,6 +47,7 @@ def evaluate(
     step = int(os.path.basename(os.path.normpath(checkpoint_dir)).split("_")[-1])
     params = restore.load_params(checkpoint_dir)
     lengths = dict(task_feature_lengths or trained_lengths)
+    config_checks.check_inference_config(model, lengths, mixture_or_task_name)
     evaluator = seqio.Evaluator(
         mixture_or_task_name=mixture_or_task_name,
         feature_converter=model.FEATURE_CONVERTER_CLS(pack=False),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from typing import Callable, Optional, Sequence
@@ -52,6 +53,78 @@ def _is_required(value) -> bool:
     return isinstance(value, gin.config.ConfigurableReference) and repr(value) == _REQUIRED_MARK
 
 
+def bound_macros() -> list[str]:
+    return sorted(scope for (scope, selector) in gin.config._CONFIG if selector == "gin.macro")
+
+
+def referenced_macros() -> set[str]:
+    """Names of the macros some binding refers to (`%NAME`), including from other macros."""
+    found: set[str] = set()
+
+    def walk(value):
+        if isinstance(value, gin.config.ConfigurableReference):
+            scoped = getattr(value, "_scoped_selector", "")
+            if scoped.endswith("/gin.macro"):
+                found.add(scoped[: -len("/gin.macro")])
+        elif isinstance(value, (list, tuple, set)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    for bindings in gin.config._CONFIG.values():
+        for value in bindings.values():
+            walk(value)
+    return found
+
+
+def check_command_line_macros(gin_bindings: Sequence[str]) -> None:
+    """A macro set on the command line that nothing uses is a misspelling: fail, suggesting the name."""
+    used = referenced_macros()
+    known = bound_macros()
+    for binding in gin_bindings:
+        name = binding.split("=", 1)[0].strip()
+        if "=" not in binding or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in used:
+            continue
+        close = difflib.get_close_matches(name, [m for m in known if m != name], n=3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else " Remove it, or bind the parameter directly."
+        raise ValueError(f"Gin macro {name} is set (by '{binding}') but no configuration uses it.{hint}")
+
+
+def explain_gin_error(error: Exception) -> str:
+    """gin's message plus a suggestion for a misspelled configurable or parameter name."""
+    message = str(error)
+    wrong_param = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", message)
+    if wrong_param:
+        selector, name = wrong_param.groups()
+        params = _parameters_of(selector)
+        close = difflib.get_close_matches(name, params, n=3)
+        if close:
+            return f"{message}\nDid you mean {' or '.join(selector + '.' + c for c in close)}?"
+        if params:
+            return f"{message}\nIts parameters: {', '.join(params)}."
+    wrong_name = re.search(r"No configurable matching '([^']+)'", message)
+    if wrong_name:
+        names = sorted({selector for (_, selector) in gin.config._CONFIG if selector != "gin.macro"})
+        close = difflib.get_close_matches(wrong_name.group(1), names, n=3)
+        hint = f"Did you mean {' or '.join(close)}?" if close else (
+            "Check the spelling and that the gin file imports its module (from __gin__ import dynamic_registration).")
+        return f"{message}\n{hint}"
+    return message
+
+
+def _parameters_of(selector: str) -> list[str]:
+    import inspect
+
+    try:
+        configurable = gin.config._REGISTRY.get_match(selector)
+        fn = configurable.wrapped if configurable is not None else None
+        return [p for p in inspect.signature(fn).parameters if p not in ("self", "args", "kwargs")] if fn else []
+    except Exception:
+        return []
+
+
 def parse_gin_flags(
     gin_search_paths: Sequence[str],
     gin_files: Sequence[str],
@@ -64,7 +137,10 @@ def parse_gin_flags(
         gin.add_config_file_search_path(path)
     if not gin_files:
         raise ValueError("No --gin_file given: e.g. --gin_file=gin/tiny_cpu.gin")
-    gin.parse_config_files_and_bindings(gin_files, gin_bindings, skip_unknown=skip_unknown, finalize_config=False)
+    try:
+        gin.parse_config_files_and_bindings(gin_files, gin_bindings, skip_unknown=skip_unknown, finalize_config=False)
+    except ValueError as error:
+        raise ValueError(explain_gin_error(error)) from None
     missing = missing_required_macros()
     if missing:
         raise ValueError(
@@ -73,6 +149,7 @@ def parse_gin_flags(
             + ". Set each with --gin.NAME=VALUE, e.g. "
             + " ".join(f"--gin.{name}=..." for name in missing)
         )
+    check_command_line_macros(gin_bindings)
     if finalize_config:
         gin.finalize()
 

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import seqio  # noqa: E402
 
-from simvlm_jax import restore  # noqa: E402
+from simvlm_jax import config_checks, restore  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
 from simvlm_jax.inference import ModelRunner, decode_tokens  # noqa: E402
 
@@ -41,6 +41,7 @@ def infer(
     model, trained_lengths = restore.load_model_from_config(restore.model_dir_of(checkpoint_path))
     params = restore.load_params(checkpoint_path)
     lengths = dict(task_feature_lengths or trained_lengths)
+    config_checks.check_inference_config(model, lengths, mixture_or_task_name)
     runner = ModelRunner(model, params, batch_size, decoder_params)
     vocabulary = model.output_vocabulary
     written = []

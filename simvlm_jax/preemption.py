@@ -2,8 +2,16 @@
 
 Preemptible machines send SIGTERM before they go; Ctrl-C sends SIGINT. Either sets a flag that the loop
 reads after each step (no host sync on one process). With several processes the hosts must stop at the
-same step, so the flag is combined across processes at the loop's sync points (every `stats_period`
-steps) and every host stops there. A second signal interrupts at once.
+same step, by either of two routes:
+
+- JAX's preemption sync point: when `jax.distributed` is initialised, its coordination service gets
+  the scheduler's preemption notice (SIGTERM to any process) and
+  `multihost_utils.reached_preemption_sync_point(step)` turns True on every process at the same step.
+  It is asked after every step (a local check until a notice arrives).
+- Our own flag, for signals the service does not see (e.g. SIGINT to one process): all-gathered at the
+  loop's sync points (every `stats_period` steps), and every host stops there.
+
+A second signal interrupts at once.
 """
 
 from __future__ import annotations
@@ -42,13 +50,24 @@ class StopRequest:
         self.signal_name = signal.Signals(signum).name
         print(f"{self.signal_name} received: saving a checkpoint after this step, then stopping.", flush=True)
 
-    def should_stop(self, at_sync_point: bool) -> bool:
-        """Whether to stop after the current step (all processes agree on the answer)."""
+    def should_stop(self, step: int, at_sync_point: bool) -> bool:
+        """Whether to stop after `step` (all processes agree on the answer)."""
         if jax.process_count() == 1:
             return self.signal_name is not None
-        if not at_sync_point:
-            return False
         from jax.experimental import multihost_utils
 
+        if _reached_jax_preemption_sync_point(multihost_utils, step):
+            self.signal_name = self.signal_name or "a preemption notice"
+            return True
+        if not at_sync_point:
+            return False
         flags = multihost_utils.process_allgather(np.asarray(self.signal_name is not None, np.int32))
         return bool(np.any(flags))
+
+
+def _reached_jax_preemption_sync_point(multihost_utils, step: int) -> bool:
+    """JAX's agreed preemption step; False where jax.distributed (and its preemption service) is absent."""
+    try:
+        return bool(multihost_utils.reached_preemption_sync_point(step))
+    except (RuntimeError, AttributeError, ValueError):
+        return False

@@ -19,13 +19,14 @@ import jax
 import numpy as np
 from absl import logging
 
-from simvlm_jax import checkpoints, curves, metrics as metrics_lib
-from simvlm_jax.data import loader
+from simvlm_jax import checkpoints, config_checks, curves, metrics as metrics_lib
+from simvlm_jax.data import bad_records, loader
+from simvlm_jax.numerics import NumericsMonitor
 from simvlm_jax.prefetch import prefetch_to_device
 from simvlm_jax.preemption import StopRequest
 from simvlm_jax.trainer import Trainer, TrainState, TrainStateLayout
 from simvlm_jax.training_eval import InferenceEvaluator, TrainingEvaluator
-from simvlm_jax.training_log import ProgressLog, SummaryWriters, check_writable
+from simvlm_jax.training_log import ProgressLog, SummaryWriters
 
 
 def train(
@@ -49,19 +50,31 @@ def train(
     use_orbax: bool = True,
     num_samples_to_log: int = 4,
     prefetch_batches: int = 2,
+    nan_policy: str = "skip_step",
+    bad_record_policy: str = "skip",
+    loss_spike_factor: float = 3.0,
     **unused_t5x_kwargs: Any,
 ) -> tuple[int, TrainState]:
     """Trains `model` to `total_steps` (or `relative_steps` past the restored step); returns (step, state).
 
     Resumes from the newest checkpoint in `model_dir` (including the data iterator when it was saved),
-    else from `checkpoint_cfg.restore.path`, else from scratch. Keyword names are T5X's, except
-    `prefetch_batches`: batches put on the devices ahead of the step (see `_device_batches`).
+    else from `checkpoint_cfg.restore.path`, else from scratch. Keyword names are T5X's, plus
+    `prefetch_batches` (batches put on the devices ahead of the step, see `_device_batches`) and the
+    reliability policies (docs/reliability.md): `nan_policy` 'skip_step' | 'stop' for steps with a
+    non-finite loss or update, `bad_record_policy` 'skip' | 'fail' for corrupt input records, and
+    `loss_spike_factor` (a warning when an interval's loss exceeds that multiple of its running mean).
+    The configuration is checked (model dir, feature lengths, image size, vocabulary, batch size)
+    before anything is compiled.
     """
     if not use_orbax:
         raise ValueError("Only Orbax checkpoints are supported (use_orbax=True).")
-    for name in unused_t5x_kwargs:
-        logging.warning("train(): ignoring T5X argument %r, which the simvlm-jax trainer does not use.", name)
-    check_writable(model_dir)
+    _check_unused_kwargs(unused_t5x_kwargs)
+    monitor = NumericsMonitor(nan_policy, loss_spike_factor)
+    bad_records.configure(bad_record_policy)
+    config_checks.check_model_dir(model_dir)
+    checkpoints.remove_incomplete(model_dir)
+    loader.import_task_module(train_dataset_cfg.module)
+    config_checks.check_training_config(model, train_dataset_cfg)
     stats_period = stats_period or eval_period
     save_cfg, restore_cfg = checkpoint_cfg.save, checkpoint_cfg.restore
     seed = random_seed if random_seed is not None else int(time.time())
@@ -76,6 +89,8 @@ def train(
 
     # ---------------------------------------------------------------- train state
     layout = TrainStateLayout(model, partitioner, input_shapes, input_types)
+    if save_cfg is not None:
+        config_checks.check_model_dir(model_dir, needed_bytes=config_checks.state_bytes(layout.shapes))
     manager = checkpoints.CheckpointManager(model_dir, keep=save_cfg.keep if save_cfg else None)
     state = _restore_or_initialize(layout, manager, model_dir, restore_cfg, save_cfg, train_iter, seed)
     start_step = int(jax.device_get(state.step))
@@ -123,18 +138,22 @@ def train(
         while step < total_steps:
             pending.append(trainer.train_step(next(batches)))
             step += 1
-            at_sync_point = step % stats_period == 0 or step == total_steps or step == start_step + 1
+            saving = _is_save_step(save_cfg, step)
+            # Every save is a sync point, so a non-finite step is seen (nan_policy) before it is saved.
+            at_sync_point = step % stats_period == 0 or step == total_steps or step == start_step + 1 or saving
             if at_sync_point:
                 summary = metrics_lib.compute_metrics(metrics_lib.merge_metrics(pending))  # the only host sync
                 pending = []
                 summary.update(progress.update(step, summary))
+                summary.update(monitor.observe(step, summary))
+                summary.update(_skipped_record_scalars())
                 writers.train.write_scalars(step, summary)
-            if stop.should_stop(at_sync_point):
+            if stop.should_stop(step, at_sync_point):
                 save(step)
                 print(f"Stopped by {stop.signal_name or 'another host'} at step {step}; checkpoint_{step} is saved. "
                       "Rerun the same command to continue.", flush=True)
                 break
-            if save_cfg and ((save_cfg.period and step % save_cfg.period == 0) or step in (save_cfg.checkpoint_steps or ())):
+            if saving:
                 save(step)
             if step % eval_period == 0 or step == total_steps:
                 if evaluator:
@@ -166,6 +185,42 @@ def _device_batches(train_iter, trainer: Trainer, prefetch_batches: int, save_cf
     return prefetch_to_device(loader.numpy_batches(train_iter), trainer.shard_batch, prefetch_batches)
 
 
+# Arguments of t5x.train.train that this trainer accepts and ignores (so T5X gin files still run).
+T5X_ONLY_ARGUMENTS = ("use_hardware_rng", "inference_evaluator_cls", "get_dataset_fn", "concurrent_metrics",
+                      "actions", "train_eval_get_dataset_fn", "train_state_initializer_cls",
+                      "verify_matching_vocabs_fn", "gc_period", "skip_fn", "hardware_rng")
+
+
+def _check_unused_kwargs(kwargs: dict) -> None:
+    """T5X-only arguments are ignored with a warning; any other name is a misspelling and fails."""
+    import difflib
+    import inspect
+
+    ours = [p for p in inspect.signature(train).parameters if p != "unused_t5x_kwargs"]
+    for name in kwargs:
+        if name in T5X_ONLY_ARGUMENTS:
+            logging.warning("train(): ignoring T5X argument %r, which the simvlm-jax trainer does not use.", name)
+            continue
+        close = difflib.get_close_matches(name, ours, n=3)
+        raise TypeError(f"train() has no argument {name!r}"
+                        + (f"; did you mean {' or '.join('train.' + c for c in close)}?" if close else
+                           f"; its arguments are {', '.join(ours)}."))
+
+
+def _is_save_step(save_cfg, step: int) -> bool:
+    return bool(save_cfg and ((save_cfg.period and step % save_cfg.period == 0)
+                              or step in (save_cfg.checkpoint_steps or ())))
+
+
+def _skipped_record_scalars() -> dict[str, float]:
+    """data/skipped_records/<reason> (since this process started) for TensorBoard; logs a line if any."""
+    counts = bad_records.skipped_counts()
+    if counts:
+        logging.warning("Skipped input records so far: %s", counts)
+        print("skipped records: " + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())), flush=True)
+    return {f"data/skipped_records/{reason}": float(n) for reason, n in counts.items()}
+
+
 def _print_locations(model_dir: str, step: int) -> None:
     if jax.process_index() != 0:
         return
@@ -193,11 +248,18 @@ def _restore_or_initialize(layout, manager, model_dir, restore_cfg, save_cfg, tr
             logging.warning("No checkpoint at %s; starting from scratch (fallback_to_scratch).", configured)
     if path is None:
         return layout.initialize(jax.random.key(seed))
+    config_checks.check_checkpoint_shapes(path, _flat_shapes(layout.shapes.params))
     tree = manager.restore(path, layout.abstract_state().to_checkpoint_tree(), train_iter if with_dataset else None)
     state = TrainState.from_checkpoint_tree(tree)
     print(f"Restored {path} (step {int(jax.device_get(state.step))}"
           f"{', with the data iterator' if with_dataset else ''}); continuing.", flush=True)
     return state
+
+
+def _flat_shapes(params) -> dict[str, tuple]:
+    import flax
+
+    return {name: tuple(leaf.shape) for name, leaf in flax.traverse_util.flatten_dict(params, sep="/").items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,7 +290,23 @@ def main(argv) -> None:
     train_using_gin = gin.configurable(train)
     gin_utils.parse_gin_flags(flag_values.gin_search_paths + default_gin_search_paths(),
                               flag_values.gin_file, flag_values.gin_bindings)
-    train_using_gin()
+    try:
+        train_using_gin()
+    except bad_records.BadRecordError:
+        _exit_now_with_traceback()
+
+
+def _exit_now_with_traceback() -> None:
+    """Prints the traceback and exits 1 at once. After a bad record stops the input pipeline, tf.data
+    threads may still be inside their Python decode functions, and a normal interpreter shutdown then
+    waits on them forever; nothing is left to save (the run stops without a checkpoint by design)."""
+    import sys
+    import traceback
+
+    traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def define_flags() -> None:

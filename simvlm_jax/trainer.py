@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from simvlm_jax import checkpoints, metrics as metrics_lib
+from simvlm_jax import checkpoints, metrics as metrics_lib, numerics
 from simvlm_jax.grad_accumulation import loss_and_grads
 from simvlm_jax.optimizers import as_optax
 from simvlm_jax.partitioning import PjitPartitioner, params_logical_axes
@@ -49,14 +49,22 @@ def train_step(
     num_microbatches: Optional[int] = None,
 ) -> tuple[TrainState, metrics_lib.Metrics]:
     """One optimizer update. The dropout RNG is folded with the step, so a resumed run repeats it.
-    With num_microbatches > 1 the gradients are accumulated over batch slices (grad_accumulation)."""
+    With num_microbatches > 1 the gradients are accumulated over batch slices (grad_accumulation).
+
+    A step whose loss, gradient norm or new parameter norm is not finite leaves params and opt_state
+    as they were (the step counter still advances) and reports `nonfinite_steps` = 1 (see numerics.py).
+    """
     rng = jax.random.fold_in(dropout_rng, state.step)
-    (_, metrics), grads = loss_and_grads(model, state.params, batch, rng, num_microbatches)
+    (loss, metrics), grads = loss_and_grads(model, state.params, batch, rng, num_microbatches)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
-    metrics["grad_norm"] = metrics_lib.scalar_average(optax.global_norm(grads))
+    grad_norm, param_norm = optax.global_norm(grads), optax.global_norm(params)
+    finite = numerics.is_finite(loss, grad_norm, param_norm)
+    params, opt_state = numerics.keep_if_finite(finite, (params, opt_state), (state.params, state.opt_state))
+    metrics["grad_norm"] = metrics_lib.scalar_average(grad_norm)
     metrics["param_norm"] = metrics_lib.scalar_average(optax.global_norm(params))
+    metrics["nonfinite_steps"] = metrics_lib.Sum(total=1.0 - finite.astype(jnp.float32))
     if learning_rate_fn is not None:
         metrics["learning_rate"] = metrics_lib.scalar_average(learning_rate_fn(state.step))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from typing import Mapping
 
 import jax
 from absl import logging
 from clu import metric_writers
-
-
-def check_writable(model_dir: str) -> None:
-    """Fails before any work if `model_dir` cannot be created or written, naming the reason."""
-    try:
-        os.makedirs(model_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=model_dir, prefix=".write_test"):
-            pass
-    except OSError as error:
-        raise PermissionError(f"MODEL_DIR {model_dir!r} is not writable ({error.strerror}); choose another "
-                              "directory with --gin.MODEL_DIR=...") from error
 
 
 class SummaryWriters:

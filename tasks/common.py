@@ -30,6 +30,7 @@ def image_text_preprocessors(image_key: str = "image", text_key: str = "text", p
     """Image-text pairs -> PrefixLM examples (or prompted captioning examples when `prompt` is set)."""
     steps = [
         functools.partial(preprocessors.rekey_image_text, image_key=image_key, text_key=text_key),
+        preprocessors.check_text,
         preprocessors.decode_image,
         preprocessors.resize_and_normalize_image,
         preprocessors.tokenize_text,
@@ -46,6 +47,7 @@ def text_only_preprocessors(text_key: str = "text", **split_kwargs) -> list:
     """Documents -> PrefixLM examples with a blank, masked-out image."""
     return [
         functools.partial(preprocessors.rekey_text, text_key=text_key),
+        preprocessors.check_text,
         preprocessors.add_blank_image,
         preprocessors.tokenize_text,
         functools.partial(preprocessors.prefix_lm_split, **{**DEFAULT_SPLIT, **split_kwargs}),

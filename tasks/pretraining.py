@@ -54,14 +54,17 @@ def register_web_pairs_task(
     )
 
 
-def write_web_pairs(path: str, pairs: Iterable[tuple[bytes, str]]) -> int:
-    """Writes (encoded image bytes, text) pairs as a TFRecord file in the format above; returns the count."""
+def write_web_pairs(path: str, pairs: Iterable[tuple[bytes, Union[str, bytes]]]) -> int:
+    """Writes (encoded image bytes, text) pairs as a TFRecord file in the format above; returns the count.
+
+    A str text is encoded as UTF-8; bytes are written as given (e.g. to test the bad-record checks).
+    """
     count = 0
     with tf.io.TFRecordWriter(path) as writer:
         for image_bytes, text in pairs:
             example = tf.train.Example(features=tf.train.Features(feature={
                 "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
-                "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode("utf-8")])),
+                "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode("utf-8") if isinstance(text, str) else text])),
             }))
             writer.write(example.SerializeToString())
             count += 1

@@ -2,13 +2,14 @@
 
 import pytest
 
-from simvlm_jax.training_log import ProgressLog, check_writable
+from simvlm_jax.config_checks import check_model_dir as check_writable
+from simvlm_jax.training_log import ProgressLog
 
 
 def test_unusable_model_dir_is_reported_before_training(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    with pytest.raises(PermissionError, match=r"MODEL_DIR .*a_file/run.* is not writable.*--gin\.MODEL_DIR="):
+    with pytest.raises(ValueError, match=r"MODEL_DIR .*a_file/run.* is not writable.*--gin\.MODEL_DIR="):
         check_writable(str(blocker / "run"))
     check_writable(str(tmp_path / "fine" / "run"))  # created on demand
     assert (tmp_path / "fine" / "run").is_dir()

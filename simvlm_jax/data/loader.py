@@ -9,6 +9,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from simvlm_jax.data import bad_records
 from simvlm_jax.data.feature_converter import SimVLMFeatureConverter
 
 
@@ -60,6 +61,19 @@ def task_names(mixture_or_task_name: str, split: str) -> list[str]:
 
 
 def numpy_batches(iterator: Iterator[Mapping[str, tf.Tensor]]) -> Iterator[dict[str, np.ndarray]]:
-    """Numpy views of a tf.data iterator's batches (the tf iterator itself stays checkpointable)."""
-    for batch in iterator:
+    """Numpy views of a tf.data iterator's batches (the tf iterator itself stays checkpointable).
+
+    A bad record under bad_record_policy='fail' surfaces as `bad_records.BadRecordError` with its message.
+    """
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as error:
+            marker = "BadRecordError: "
+            if marker in error.message:
+                message = error.message.split(marker, 1)[1].split("\n", 1)[0]
+                raise bad_records.BadRecordError(message) from None
+            raise
         yield {name: value.numpy() for name, value in batch.items()}

@@ -2,12 +2,16 @@
 
 The pipeline for an image-text task is
 
-    source -> rekey_image_text -> decode_image -> resize_and_normalize_image
+    source -> rekey_image_text -> check_text -> decode_image -> resize_and_normalize_image
            -> tokenize_text -> prefix_lm_split -> seqio.preprocessors.append_eos_after_trim
 
 and for a text-only task
 
-    source -> rekey_text -> add_blank_image -> tokenize_text -> prefix_lm_split -> append_eos_after_trim
+    source -> rekey_text -> check_text -> add_blank_image -> tokenize_text -> prefix_lm_split
+           -> append_eos_after_trim
+
+`check_text` and `decode_image` drop (and count) or reject bad records by the policy of
+`simvlm_jax.data.bad_records` (corrupt or huge images, empty or non-UTF-8 text).
 
 Every example that leaves these preprocessors has the same four output features, so image-text and
 text-only tasks mix in one seqio.Mixture:
@@ -28,6 +32,8 @@ from typing import Mapping, Optional
 
 import seqio
 import tensorflow as tf
+
+from simvlm_jax.data import bad_records
 
 # ImageNet statistics on the [0, 1] scale: the conventional normalisation for a ResNet stem.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -57,21 +63,40 @@ def rekey_text(dataset: tf.data.Dataset, text_key: str = "text") -> tf.data.Data
     return dataset.map(lambda ex: {"text": ex[text_key]}, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def decode_image(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Decodes encoded image bytes (JPEG/PNG/GIF/BMP) to uint8 [H, W, 3]; decoded images pass through.
+def check_text(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Drops (policy 'skip') or rejects (policy 'fail') records whose `text` is empty, not UTF-8 or
+    absurdly long; see `bad_records`."""
+    if dataset.element_spec["text"].dtype != tf.string:
+        return dataset
 
-    Grayscale and RGBA inputs become 3-channel RGB; an animated GIF contributes its first frame.
+    def keep(ex):
+        ok = tf.numpy_function(bad_records.check_text_fn, [ex["text"]], tf.bool, stateful=False)
+        ok.set_shape(())
+        return ok
+
+    return dataset.filter(keep)
+
+
+def decode_image(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Decodes encoded image bytes to uint8 [H, W, 3]; already decoded images pass through.
+
+    Any format and mode PIL reads (JPEG, PNG, GIF: its first frame, BMP, TIFF, WebP; grayscale, palette,
+    RGBA, CMYK, 16-bit) becomes RGB; corrupt, empty and oversized images are dropped and counted
+    (policy 'skip') or stop the run naming the record (policy 'fail'); see `bad_records`.
     """
+    if dataset.element_spec["image"].dtype != tf.string:
+        return dataset.map(lambda ex: {**ex, "image": _to_rgb(ex["image"])}, num_parallel_calls=tf.data.AUTOTUNE)
 
     def decode(ex):
-        image = ex["image"]
-        if image.dtype == tf.string:
-            image = tf.io.decode_image(image, channels=NUM_CHANNELS, expand_animations=False)
-        else:
-            image = _to_rgb(image)
-        return {**ex, "image": image}
+        text = ex["text"] if "text" in ex and ex["text"].dtype == tf.string else tf.constant(b"")
+        image, ok = tf.numpy_function(bad_records.decode_image_fn, [ex["image"], text], (tf.uint8, tf.bool),
+                                      stateful=False)
+        image.set_shape((None, None, NUM_CHANNELS))
+        ok.set_shape(())
+        return {**ex, "image": image}, ok
 
-    return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    decoded = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return decoded.filter(lambda ex, ok: ok).map(lambda ex, ok: ex)
 
 
 def _to_rgb(image: tf.Tensor) -> tf.Tensor:

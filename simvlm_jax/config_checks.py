@@ -1,0 +1,211 @@
+"""Configuration checks that run before anything is compiled, each failing with the problem and the fix.
+
+    check_model_dir(model_dir, needed_bytes)      writable directory with room for a checkpoint
+    check_feature_lengths(lengths, config)        text lengths fit the position tables
+    check_image_size(image_size, config)          the stem tiles the image exactly
+    check_vocabulary(vocabulary, config, name)    token ids fit the embedding table
+    check_checkpoint_shapes(path, shapes)         a checkpoint to restore matches the model
+    check_training_config(model, dataset_cfg)     train: all model-versus-data checks
+    check_inference_config(model, lengths, task)  eval / infer: the same for a trained model
+
+All raise `ConfigError` (a ValueError), whose message starts with what is wrong and ends with what to
+set. Plain Python: gin is applied by the entry points, which call these with the configured values.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+# Headroom over the estimated checkpoint size when checking free disk space (Orbax metadata, the
+# data-iterator state, TensorBoard events).
+DISK_HEADROOM = 1.5
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message names the problem and the fix."""
+
+
+def check_model_dir(model_dir: str, needed_bytes: int = 0) -> None:
+    """MODEL_DIR is (or can be made) a writable directory with at least `needed_bytes` free."""
+    fix = "choose another directory with --gin.MODEL_DIR=..."
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ConfigError(f"MODEL_DIR {model_dir!r} is a file, not a directory; {fix}")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=model_dir, prefix=".write_test"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"MODEL_DIR {model_dir!r} is not writable ({error.strerror}); {fix} "
+                          "or fix its permissions.") from error
+    if needed_bytes:
+        free = shutil.disk_usage(model_dir).free
+        wanted = int(needed_bytes * DISK_HEADROOM)
+        if free < wanted:
+            raise ConfigError(
+                f"MODEL_DIR {model_dir!r} has {_mib(free)} free but one checkpoint needs about "
+                f"{_mib(wanted)}; free disk space, {fix}, or lower CHECKPOINTS_TO_KEEP.")
+
+
+def state_bytes(shapes: Any) -> int:
+    """Bytes of a tree of ShapeDtypeStructs (the train state a checkpoint holds)."""
+    import jax
+
+    return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(shapes))
+
+
+def check_feature_lengths(lengths: Mapping[str, int], config) -> None:
+    """Text lengths of TASK_FEATURE_LENGTHS fit the network's position tables (max_text_length)."""
+    for name in ("inputs", "targets"):
+        if name not in lengths:
+            raise ConfigError(f"TASK_FEATURE_LENGTHS has no {name!r} entry (got {dict(lengths)}); set e.g. "
+                              f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 32, 'targets': 32, 'image': 224}}\".")
+        if int(lengths[name]) > config.max_text_length:
+            raise ConfigError(
+                f"TASK_FEATURE_LENGTHS[{name!r}]={lengths[name]} exceeds the model's max_text_length "
+                f"{config.max_text_length} (its position table): lower it to at most {config.max_text_length}, "
+                f"or raise network.SimVLMConfig.max_text_length (a new model; checkpoints will not restore).")
+    if int(lengths["targets"]) < 2:
+        raise ConfigError(f"TASK_FEATURE_LENGTHS['targets']={lengths['targets']} leaves no room for a token and "
+                          "EOS: set it to 2 or more.")
+
+
+def stem_stride(config) -> int:
+    """Pixels per image token along each side: patch_size for a ViT stem, 2**(k+1) for k conv blocks."""
+    return config.patch_size if config.num_conv_blocks == 0 else 2 ** (config.num_conv_blocks + 1)
+
+
+def check_image_size(image_size: Optional[int], config) -> None:
+    """The image side is a positive multiple of the stem's stride (no ragged border tiles)."""
+    if image_size is None:
+        raise ConfigError("TASK_FEATURE_LENGTHS has no 'image' entry: add the image side in pixels, e.g. "
+                          f"'image': {config.image_size}.")
+    stride = stem_stride(config)
+    if image_size <= 0 or image_size % stride:
+        lower = max(stride, image_size // stride * stride)
+        raise ConfigError(
+            f"TASK_FEATURE_LENGTHS['image']={image_size} cannot be tiled by the image stem, whose stride is "
+            f"{stride} pixels (num_conv_blocks={config.num_conv_blocks}"
+            f"{', patch_size=%d' % config.patch_size if config.num_conv_blocks == 0 else ''}): "
+            f"use a multiple of {stride}, e.g. {lower} or {lower + stride}.")
+
+
+def check_vocabulary(vocabulary, config, name: str = "VOCABULARY") -> None:
+    """Every id of `vocabulary` has a row in the embedding table (vocab_size)."""
+    size = int(vocabulary.vocab_size)
+    if size > config.vocab_size:
+        raise ConfigError(
+            f"{name} has {size} ids but the model's embedding table has vocab_size={config.vocab_size} rows; "
+            f"set network.SimVLMConfig.vocab_size = {size} (or more), or use the vocabulary the model was "
+            "built for.")
+
+
+def check_task_vocabulary(task_vocabulary, model_vocabulary, task_name: str) -> None:
+    """The task tokenizes with the model's vocabulary (same size and same pieces)."""
+    if task_vocabulary is None or model_vocabulary is None:
+        return
+    if task_vocabulary == model_vocabulary:
+        return
+    if int(task_vocabulary.vocab_size) != int(model_vocabulary.vocab_size):
+        raise ConfigError(
+            f"Task {task_name!r} tokenizes with a vocabulary of {task_vocabulary.vocab_size} ids but the model's "
+            f"VOCABULARY has {model_vocabulary.vocab_size}: register the task with the model's vocabulary "
+            "(or set $SIMVLM_SPM_MODEL / VOCABULARY to the same SentencePiece model).")
+
+
+def check_checkpoint_shapes(path: str, expected: Mapping[str, Any]) -> None:
+    """The parameters stored at checkpoint `path` have the model's shapes (read from metadata only).
+
+    `expected` maps '/'-joined parameter names to shapes. A mismatch in the embedding table is reported
+    as a vocabulary mismatch, since that is its usual cause.
+    """
+    stored = checkpoint_param_shapes(path)
+    if stored is None:
+        return
+    embedding = [name for name in expected if name.endswith("shared_embedding/embedding")]  # [vocab, embed]
+    for name in embedding:
+        if name in stored and tuple(stored[name]) != tuple(expected[name]):
+            raise ConfigError(
+                f"The checkpoint {path} was trained with a vocabulary of {stored[name][0]} ids "
+                f"({name} {tuple(stored[name])}), but this model has {expected[name][0]} "
+                f"({tuple(expected[name])}): use the checkpoint's VOCABULARY and network.SimVLMConfig.vocab_size "
+                "(see its model dir's config.gin), or start from scratch in a new MODEL_DIR.")
+    wrong = [f"{n}: checkpoint {tuple(stored[n])} vs model {tuple(expected[n])}"
+             for n in sorted(expected) if n in stored and tuple(stored[n]) != tuple(expected[n])]
+    missing = sorted(set(expected) - set(stored))
+    if wrong or missing:
+        details = "; ".join(wrong[:5] + [f"{n}: not in the checkpoint" for n in missing[:5]])
+        raise ConfigError(
+            f"The checkpoint {path} does not fit this model ({len(wrong)} shape mismatch(es), {len(missing)} "
+            f"missing parameter(s): {details}): use the network settings of its config.gin, or a new MODEL_DIR.")
+
+
+def checkpoint_param_shapes(path: str) -> Optional[dict[str, tuple]]:
+    """'/'-joined parameter name -> shape from a checkpoint's Orbax metadata, or None if unreadable."""
+    import flax
+    import orbax.checkpoint as ocp
+
+    state_dir = os.path.join(os.path.abspath(path), "state")
+    try:
+        metadata = ocp.StandardCheckpointer().metadata(state_dir)
+    except Exception:  # an older Orbax layout: leave the check to the restore itself
+        return None
+    tree = getattr(metadata, "item_metadata", metadata)
+    tree = getattr(tree, "tree", tree)
+    if not isinstance(tree, Mapping) or "target" not in tree:
+        return None
+    flat = flax.traverse_util.flatten_dict(dict(tree["target"]), sep="/")
+    return {name: tuple(getattr(leaf, "shape", ())) for name, leaf in flat.items()}
+
+
+def _mib(num_bytes: int) -> str:
+    return f"{num_bytes / 2**20:,.1f} MiB"
+
+
+def check_training_config(model, dataset_cfg) -> None:
+    """All model-versus-data checks for a DatasetConfig (its task module already imported)."""
+    config = model.module.config
+    lengths = dict(dataset_cfg.task_feature_lengths)
+    check_feature_lengths(lengths, config)
+    check_image_size(lengths.get("image"), config)
+    check_vocabulary(model.output_vocabulary, config)
+    if model.input_vocabulary is not model.output_vocabulary:
+        check_vocabulary(model.input_vocabulary, config, "the input VOCABULARY")
+    for task in _tasks_of(dataset_cfg.mixture_or_task_name):
+        feature = task.output_features.get("targets")
+        check_task_vocabulary(getattr(feature, "vocabulary", None), model.output_vocabulary, task.name)
+
+
+def _tasks_of(mixture_or_task) -> list:
+    import difflib
+
+    import seqio
+
+    if isinstance(mixture_or_task, (seqio.Task, seqio.Mixture)):
+        provider = mixture_or_task
+    else:
+        try:
+            provider = seqio.get_mixture_or_task(mixture_or_task)
+        except ValueError as error:
+            names = seqio.TaskRegistry.names() | seqio.MixtureRegistry.names()
+            close = difflib.get_close_matches(str(mixture_or_task), sorted(names), n=3)
+            hint = f" Did you mean {', '.join(repr(n) for n in close)}?" if close else ""
+            raise ConfigError(
+                f"No SeqIO task or mixture named {mixture_or_task!r} is registered.{hint} Set "
+                "--gin.MIXTURE_OR_TASK_NAME=... to a registered name, and --gin.MIXTURE_OR_TASK_MODULE=... to the "
+                "module that registers it.") from error
+    return list(provider.tasks) if isinstance(provider, seqio.Mixture) else [provider]
+
+
+def check_inference_config(model, lengths: Mapping[str, int], mixture_or_task_name) -> None:
+    """eval / infer: the feature lengths fit the trained model and the tasks share its vocabulary."""
+    config = model.module.config
+    check_feature_lengths(lengths, config)
+    check_image_size(lengths.get("image"), config)
+    for task in _tasks_of(mixture_or_task_name):
+        feature = task.output_features.get("targets")
+        check_task_vocabulary(getattr(feature, "vocabulary", None), model.output_vocabulary, task.name)

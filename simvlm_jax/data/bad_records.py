@@ -1,0 +1,174 @@
+"""Bad input records: robust image decoding, text checks, the skip/fail policy and the skip counters.
+
+A record is bad when
+
+    reason            what is wrong
+    corrupt_image     the bytes are not a decodable image (truncated, garbage, unknown format)
+    empty_image       no bytes, or an image with zero width or height (a header PIL cannot even
+                      identify, such as a zero-width PNG, counts as corrupt_image)
+    too_large         more than `max_pixels` pixels (decompression bombs are refused from the header,
+                      before any pixel is decoded)
+    invalid_utf8      the text is not valid UTF-8
+    empty_text        the text is empty or only whitespace
+    overlong_text     the text has more than `max_text_bytes` bytes (not a caption or a document;
+                      ordinary long texts are kept and cropped to TASK_FEATURE_LENGTHS by the split)
+
+Images in any PIL mode become RGB uint8: grayscale and palette images are expanded, alpha (RGBA, LA,
+transparent palettes) is composited onto white, CMYK is converted, 16-bit and 32-bit integer images are
+scaled to 8 bits (not clipped).
+
+Policy (process-wide, set by the entry point, e.g. `train(bad_record_policy=...)`):
+
+    'skip' (default)  the record is dropped and counted under its reason; the counts since the process
+                      started are logged and written to TensorBoard as data/skipped_records/<reason>
+    'fail'            the input pipeline stops with `BadRecordError` naming the record and the reason
+
+The checks run as `tf.numpy_function`s inside the SeqIO preprocessors (see preprocessors.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import threading
+import warnings
+from typing import Optional
+
+import numpy as np
+
+POLICIES = ("skip", "fail")
+REASONS = ("corrupt_image", "empty_image", "too_large", "invalid_utf8", "empty_text", "overlong_text")
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024  # 64 Mpx: far above any photo we train on, far below a bomb
+DEFAULT_MAX_TEXT_BYTES = 1 << 20
+
+_lock = threading.Lock()
+_counts: collections.Counter = collections.Counter()
+_settings = {"policy": "skip", "max_pixels": DEFAULT_MAX_PIXELS, "max_text_bytes": DEFAULT_MAX_TEXT_BYTES}
+
+
+class BadRecordError(ValueError):
+    """A bad record under policy 'fail'."""
+
+
+def configure(policy: str = "skip", max_pixels: int = DEFAULT_MAX_PIXELS,
+              max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> None:
+    """Sets the process-wide policy and limits (call before the first record is read)."""
+    if policy not in POLICIES:
+        raise ValueError(f"bad_record_policy must be one of {POLICIES}, got {policy!r}: set "
+                         "--gin.train.bad_record_policy=\"'skip'\" (or 'fail').")
+    _settings.update(policy=policy, max_pixels=int(max_pixels), max_text_bytes=int(max_text_bytes))
+
+
+def policy() -> str:
+    return _settings["policy"]
+
+
+def skipped_counts() -> dict[str, int]:
+    """{reason: records skipped since the process started} (only reasons that occurred)."""
+    with _lock:
+        return dict(_counts)
+
+
+def reset_counts() -> None:
+    with _lock:
+        _counts.clear()
+
+
+def describe_record(image: Optional[bytes], text: Optional[bytes]) -> str:
+    """A short, printable identification of a record: its text's start and its image's size and hash."""
+    parts = []
+    if text is not None:
+        shown = text[:60].decode("utf-8", errors="backslashreplace")
+        parts.append(f"text {shown!r}{'...' if len(text) > 60 else ''}")
+    if image is not None:
+        parts.append(f"image of {len(image)} bytes, sha1 {hashlib.sha1(image).hexdigest()[:12]}")
+    return "record with " + ", ".join(parts)
+
+
+def reject(reason: str, image: Optional[bytes], text: Optional[bytes], detail: str = "") -> None:
+    """Counts a bad record (policy 'skip') or raises BadRecordError naming it (policy 'fail')."""
+    if _settings["policy"] == "fail":
+        raise BadRecordError(
+            f"Bad input {describe_record(image, text)}: {reason}{' (' + detail + ')' if detail else ''}. "
+            "Fix or remove the record, or set --gin.train.bad_record_policy=\"'skip'\" to drop such records.")
+    with _lock:
+        _counts[reason] += 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks, as plain functions of bytes (the tf.numpy_function bodies).
+# --------------------------------------------------------------------------------------------------
+def text_problem(text: bytes) -> Optional[str]:
+    """The reason `text` is unusable, or None."""
+    if len(text) > _settings["max_text_bytes"]:
+        return "overlong_text"
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return "invalid_utf8"
+    if not decoded.strip():
+        return "empty_text"
+    return None
+
+
+def decode_rgb(data: bytes) -> tuple[Optional[np.ndarray], Optional[str], str]:
+    """Encoded image bytes -> (uint8 [H, W, 3], None, '') or (None, reason, detail)."""
+    from PIL import Image
+
+    if not data:
+        return None, "empty_image", "no bytes"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width == 0 or height == 0:
+                return None, "empty_image", f"{width}x{height}"
+            if width * height > _settings["max_pixels"]:
+                return None, "too_large", f"{width}x{height} > {_settings['max_pixels']} pixels"
+            image.load()
+            return to_rgb(image), None, ""
+    except Image.DecompressionBombError as error:
+        return None, "too_large", str(error)
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+        return None, "corrupt_image", f"{type(error).__name__}: {error}"
+
+
+def to_rgb(image) -> np.ndarray:
+    """A loaded PIL image in any mode -> uint8 [H, W, 3]."""
+    from PIL import Image
+
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float grayscale
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16") or (mode == "I" and values.max(initial=0) > 255):
+            top = 65535.0 if values.max(initial=0) <= 65535 else values.max()
+            values = values * (255.0 / top)
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    has_alpha = "A" in mode or "a" in mode or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return rgb.reshape(rgb.shape[0], rgb.shape[1], 3)
+
+
+def check_text_fn(text: bytes) -> np.bool_:
+    """numpy_function body: True to keep a record with this text."""
+    reason = text_problem(text)
+    if reason is None:
+        return np.bool_(True)
+    reject(reason, None, text)
+    return np.bool_(False)
+
+
+def decode_image_fn(data: bytes, text: bytes) -> tuple[np.ndarray, np.bool_]:
+    """numpy_function body: (uint8 [H, W, 3], keep). A rejected record gives a 1x1 placeholder."""
+    rgb, reason, detail = decode_rgb(data)
+    if reason is None:
+        return rgb, np.bool_(True)
+    reject(reason, data, text, detail)
+    return np.zeros((1, 1, 3), np.uint8), np.bool_(False)
