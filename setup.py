@@ -32,6 +32,8 @@ INSTALL_REQUIRES = [
     "tabulate==0.10.0",
     "colorama==0.4.6",
     "lxml==6.1.3",
+    # easy-VQA (the embedded benchmark's VQA task): the package ships the data itself.
+    "easy-vqa==1.0",
 ]
 
 EXTRAS_REQUIRE = {
