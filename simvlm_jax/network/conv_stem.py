@@ -18,6 +18,7 @@ Weight standardisation restores the optimisation benefit BatchNorm would have gi
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -59,13 +60,16 @@ class Conv(nn.Module):
             mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
             var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
             kernel = (kernel - mean) * jax.lax.rsqrt(var + 1e-10)
-        y = jax.lax.conv_general_dilated(
-            jnp.asarray(x, self.dtype),
-            jnp.asarray(kernel, self.dtype),
-            window_strides=(self.strides, self.strides),
-            padding=self.padding,
-            dimension_numbers=_DIMENSIONS,
-        )
+        x, kernel = jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype)
+        if self.kernel_size == 1:
+            # A 1x1 conv is a matmul over channels (the stride subsamples first); written as one so
+            # its gradients are matmuls too: XLA:CPU's backward 1x1 convs are several times slower.
+            y = jnp.einsum("bhwc,co->bhwo", x[:, :: self.strides, :: self.strides, :], kernel[0, 0])
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, kernel, window_strides=(self.strides, self.strides), padding=self.padding,
+                dimension_numbers=_DIMENSIONS,
+            )
         if self.use_bias:
             bias = param_with_axes(
                 "bias", nn.initializers.zeros, (self.features,), jnp.float32, axes=("conv_out",)
@@ -91,13 +95,38 @@ class GroupNorm(nn.Module):
     def __call__(self, x: Array) -> Array:
         batch, height, width, channels = x.shape
         groups = num_groups(channels, self.max_groups)
-        x32 = jnp.asarray(x, jnp.float32).reshape(batch, height, width, groups, channels // groups)
-        mean = jnp.mean(x32, axis=(1, 2, 4), keepdims=True)
-        var = jnp.var(x32, axis=(1, 2, 4), keepdims=True)
-        y = ((x32 - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        count = height * width * (channels // groups)
+
+        def group_mean(t: Array) -> Array:
+            """[batch, H, W, C] -> [batch, 1, 1, C]: the mean over H, W and each channel's group.
+            Spatial sums first, then the small per-group sum: XLA:CPU runs this (and its gradient)
+            about 10x faster than one reduction over a [.., groups, C / groups] reshape."""
+            sums = jnp.sum(t, axis=(1, 2)).reshape(batch, groups, channels // groups)
+            means = jnp.sum(sums, axis=-1, keepdims=True) / count  # [batch, groups, 1]
+            return jnp.broadcast_to(means, sums.shape).reshape(batch, 1, 1, channels)
+
+        x32 = jnp.asarray(x, jnp.float32)
+        centred = x32 - group_mean(x32)
+        inv_std = jax.lax.rsqrt(group_mean(jnp.square(centred)) + self.epsilon)
         scale = param_with_axes("scale", self.scale_init, (channels,), jnp.float32, axes=("conv_out",))
         bias = param_with_axes("bias", nn.initializers.zeros, (channels,), jnp.float32, axes=("conv_out",))
-        return jnp.asarray(y * scale + bias, self.dtype)
+        return jnp.asarray(centred * (inv_std * scale) + bias, self.dtype)
+
+
+def max_pool_3x3_stride_2(x: Array) -> Array:
+    """ResNet's root max pool (3x3 window, stride 2, SAME padding): [batch, H, W, C] ->
+    [batch, ceil(H / 2), ceil(W / 2), C]. Equal to `nn.max_pool(x, (3, 3), (2, 2), "SAME")`, written
+    as the maximum of nine strided slices because XLA:CPU's gradient of a pooling window
+    (select-and-scatter) is about 7x slower than the slices' gradients."""
+    _, height, width, _ = x.shape
+    out_h, out_w = -(-height // 2), -(-width // 2)
+    pad_h, pad_w = max(2 * out_h + 1 - height, 0), max(2 * out_w + 1 - width, 0)
+    padded = jnp.pad(
+        x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
+        constant_values=-jnp.inf,
+    )
+    windows = [padded[:, i : i + 2 * out_h - 1 : 2, j : j + 2 * out_w - 1 : 2, :] for i in range(3) for j in range(3)]
+    return functools.reduce(jnp.maximum, windows)
 
 
 class Bottleneck(nn.Module):
@@ -158,7 +187,7 @@ class ConvStem(nn.Module):
 
         x = Conv(cfg.stem_width, 7, strides=2, dtype=dtype, name="root_conv")(images)
         x = nn.relu(GroupNorm(cfg.stem_norm_groups, dtype=dtype, name="root_norm")(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")  # [batch, H / 4, W / 4, stem_width]
+        x = max_pool_3x3_stride_2(x)  # [batch, H / 4, W / 4, stem_width]
         for stage in range(cfg.num_conv_blocks):
             for block in range(cfg.stem_blocks_per_stage[stage]):
                 x = Bottleneck(
