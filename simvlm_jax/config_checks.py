@@ -74,17 +74,12 @@ def check_feature_lengths(lengths: Mapping[str, int], config) -> None:
                           "EOS: set it to 2 or more.")
 
 
-def stem_stride(config) -> int:
-    """Pixels per image token along each side: patch_size for a ViT stem, 2**(k+1) for k conv blocks."""
-    return config.patch_size if config.num_conv_blocks == 0 else 2 ** (config.num_conv_blocks + 1)
-
-
 def check_image_size(image_size: Optional[int], config) -> None:
     """The image side is a positive multiple of the stem's stride (no ragged border tiles)."""
     if image_size is None:
         raise ConfigError("TASK_FEATURE_LENGTHS has no 'image' entry: add the image side in pixels, e.g. "
                           f"'image': {config.image_size}.")
-    stride = stem_stride(config)
+    stride = config.stem_stride
     if image_size <= 0 or image_size % stride:
         lower = max(stride, image_size // stride * stride)
         raise ConfigError(
@@ -168,16 +163,11 @@ def _mib(num_bytes: int) -> str:
 
 def check_training_config(model, dataset_cfg) -> None:
     """All model-versus-data checks for a DatasetConfig (its task module already imported)."""
+    check_inference_config(model, dict(dataset_cfg.task_feature_lengths), dataset_cfg.mixture_or_task_name)
     config = model.module.config
-    lengths = dict(dataset_cfg.task_feature_lengths)
-    check_feature_lengths(lengths, config)
-    check_image_size(lengths.get("image"), config)
     check_vocabulary(model.output_vocabulary, config)
     if model.input_vocabulary is not model.output_vocabulary:
         check_vocabulary(model.input_vocabulary, config, "the input VOCABULARY")
-    for task in _tasks_of(dataset_cfg.mixture_or_task_name):
-        feature = task.output_features.get("targets")
-        check_task_vocabulary(getattr(feature, "vocabulary", None), model.output_vocabulary, task.name)
 
 
 def _tasks_of(mixture_or_task) -> list:

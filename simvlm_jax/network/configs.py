@@ -109,17 +109,20 @@ class SimVLMConfig:
         # Lists (e.g. from gin) become tuples so that the config stays hashable.
         object.__setattr__(self, "stem_blocks_per_stage", tuple(self.stem_blocks_per_stage))
 
+    @property
+    def stem_stride(self) -> int:
+        """Pixels per image token along each side: patch_size for the ViT stem; for k conv blocks
+        2**(k + 1) (stride-2 root conv, stride-2 max pool, stride 2 in every stage after the first)."""
+        return self.patch_size if self.num_conv_blocks == 0 else 2 ** (self.num_conv_blocks + 1)
+
     def image_grid(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
         """Feature-grid size (h, w) the stem makes of a height x width image (default image_size)."""
         height = self.image_size if height is None else height
         width = self.image_size if width is None else width
         if self.num_conv_blocks == 0:  # VALID patch conv, kernel = stride = patch_size
-            return height // self.patch_size, width // self.patch_size
-        # SAME-padded stride-2 root conv, stride-2 max pool, then stride 2 in every stage after the first.
-        halvings = 2 + (self.num_conv_blocks - 1)
-        for _ in range(halvings):
-            height, width = math.ceil(height / 2), math.ceil(width / 2)
-        return height, width
+            return height // self.stem_stride, width // self.stem_stride
+        # SAME padding throughout: every halving rounds up.
+        return math.ceil(height / self.stem_stride), math.ceil(width / self.stem_stride)
 
     @property
     def num_image_tokens(self) -> int:
