@@ -57,6 +57,43 @@ def dropout(x: Array, rate: float, enable_dropout: bool) -> Array:
     return nn.Dropout(rate=rate)(x, deterministic=False)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def contract(x: Array, kernel: Array, contract_dims: int) -> Array:
+    """x [..., *in] . kernel [*in, *out] -> [..., *out] (the last `contract_dims` axes of x against
+    the first ones of kernel), with a hand-written backward pass.
+
+    The gradient is the textbook one; only its formulation differs from what JAX's dot_general
+    transpose rule emits. JAX writes the kernel gradient as (dy^T x)^T, and XLA:CPU then makes a
+    transposed copy of dy for its matmul and fuses the whole upstream gradient computation into that
+    copy: through the residual stream that is every LayerNorm backward of every later layer,
+    recomputed once per weight gradient (quadratic in depth; a fifth of a 6+6-layer train step).
+    Here both gradients are plain 2-D matmuls over the flattened tokens, kernel gradient = x^T dy,
+    so the copy is of x, an activation already in memory. See docs/performance.md.
+    """
+    n = x.ndim
+    dims = ((tuple(range(n - contract_dims, n)), tuple(range(contract_dims))), ((), ()))
+    return jax.lax.dot_general(x, kernel, dims)
+
+
+def _contract_fwd(x: Array, kernel: Array, contract_dims: int):
+    return contract(x, kernel, contract_dims), (x, kernel)
+
+
+def _contract_bwd(contract_dims: int, residuals: tuple[Array, Array], dy: Array):
+    x, kernel = residuals
+    fan_in = math.prod(kernel.shape[:contract_dims])
+    fan_out = math.prod(kernel.shape[contract_dims:])
+    x_2d = x.reshape(-1, fan_in)  # [tokens, in]
+    dy_2d = dy.reshape(-1, fan_out)  # [tokens, out]
+    kernel_2d = kernel.reshape(fan_in, fan_out)
+    dx = jax.lax.dot_general(dy_2d, kernel_2d, (((1,), (1,)), ((), ())))  # [tokens, in]
+    dkernel = jax.lax.dot_general(x_2d, dy_2d, (((0,), (0,)), ((), ())))  # [in, out]
+    return dx.reshape(x.shape).astype(x.dtype), dkernel.reshape(kernel.shape).astype(kernel.dtype)
+
+
+contract.defvjp(_contract_fwd, _contract_bwd)
+
+
 def _flat_fan_in_init(
     base_init: Initializer, in_rank: int
 ) -> Callable[[jax.Array, tuple[int, ...]], Array]:
@@ -103,9 +140,7 @@ class DenseGeneral(nn.Module):
         )
         x = jnp.asarray(x, self.dtype)
         kernel = jnp.asarray(kernel, self.dtype)
-        contract_x = tuple(range(x.ndim - self.contract_dims, x.ndim))
-        contract_k = tuple(range(self.contract_dims))
-        y = jax.lax.dot_general(x, kernel, ((contract_x, contract_k), ((), ())))
+        y = contract(x, kernel, self.contract_dims)
         if self.use_bias:
             bias_axes = self.kernel_axes[self.contract_dims :]
             bias = param_with_axes("bias", nn.initializers.zeros, features, jnp.float32, axes=bias_axes)
