@@ -18,6 +18,7 @@ import time
 import jax
 
 from benchmarks import measure
+from simvlm_jax import host_memory
 from simvlm_jax.network import SimVLMConfig, get_config
 
 # The "small" benchmark model: 6+6 layers, width 512, 8 heads x 64, MLP 2048, a 32,000-piece
@@ -51,7 +52,8 @@ def run_suite(suite: str, quick: bool = False, parts: tuple[str, ...] = PARTS, o
     dtype = settings["dtype"]
     results: dict = {"suite": suite, "device": str(jax.devices()[0].device_kind),
                      "num_devices": jax.device_count(), "jax": jax.__version__, "host": platform.node(),
-                     "compute_dtype": dtype}
+                     "compute_dtype": dtype, "host_huge_pages": host_memory.huge_pages_in_use(),
+                     "host_thp_mode": host_memory.transparent_huge_page_mode()}
     started = time.perf_counter()
 
     def done(part: str, keys: dict) -> None:
@@ -165,4 +167,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    host_memory.reexec_with_huge_pages()
     main()

@@ -329,4 +329,7 @@ def _run(args: argparse.Namespace, emit) -> int:
 
 
 if __name__ == "__main__":
+    from simvlm_jax import host_memory
+
+    host_memory.reexec_with_huge_pages()
     sys.exit(main())

@@ -67,7 +67,9 @@ def infer(
 
 
 if __name__ == "__main__":
-    from simvlm_jax import gin_utils as _gin_utils, train as _train
+    from simvlm_jax import gin_utils as _gin_utils, host_memory as _host_memory, train as _train
+
+    _host_memory.reexec_with_huge_pages()
 
     _train.define_flags()
     _gin_utils.run(_gin_utils.configurable_main(infer))

@@ -323,7 +323,9 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from simvlm_jax import gin_utils as _gin_utils
+    from simvlm_jax import gin_utils as _gin_utils, host_memory as _host_memory
+
+    _host_memory.reexec_with_huge_pages()
 
     define_flags()
     _gin_utils.run(main)
