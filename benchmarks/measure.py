@@ -166,16 +166,19 @@ def train_benchmark(cfg: SimVLMConfig, shapes: Shapes, peak_gflops: float, repea
     }
 
 
-def peak_memory_mib(cfg: SimVLMConfig, shapes: Shapes) -> dict[str, float | None]:
-    """Activation (temp) memory of the compiled train step for each remat policy, in MiB."""
-    out = {}
-    for policy in ("none", "dots", "full"):
-        policy_cfg = dataclasses.replace(cfg, remat_policy=policy)
-        init, step = train_step_fn(policy_cfg)
-        batch = jax.eval_shape(lambda: jax.tree.map(jnp.asarray, random_batch(policy_cfg, shapes)))
-        state = jax.eval_shape(init, jax.random.key(0), batch)
-        size = temp_bytes(step.lower(state, batch).compile())
-        out[policy] = None if size is None else size / 2**20
+def peak_memory_mib(cfg: SimVLMConfig, shapes: Shapes) -> dict[str, dict[str, float | None]]:
+    """Activation (temp) memory of the compiled train step in MiB, {'scan' | 'unrolled': {policy: MiB}}
+    for the remat policies none, dots and full, with the layers scanned and unrolled."""
+    out: dict[str, dict[str, float | None]] = {}
+    for layout, scan in (("scan", True), ("unrolled", False)):
+        out[layout] = {}
+        for policy in ("none", "dots", "full"):
+            policy_cfg = dataclasses.replace(cfg, remat_policy=policy, scan_layers=scan)
+            init, step = train_step_fn(policy_cfg)
+            batch = jax.eval_shape(lambda: jax.tree.map(jnp.asarray, random_batch(policy_cfg, shapes)))
+            state = jax.eval_shape(init, jax.random.key(0), batch)
+            size = temp_bytes(step.lower(state, batch).compile())
+            out[layout][policy] = None if size is None else size / 2**20
     return out
 
 

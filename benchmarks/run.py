@@ -140,7 +140,8 @@ def format_table(results: dict) -> str:
     if "compile_s" in results:
         rows += [(f"compile_s {k}", v) for k, v in results["compile_s"].items()]
         rows.append(("scan compile 24 / 6 layers", results["scan_compile_ratio_24_to_6"]))
-    rows += [(f"temp memory MiB, remat={k}", v) for k, v in results.get("peak_memory_mib", {}).items()]
+    rows += [(f"temp memory MiB, {layout}, remat={policy}", v)
+             for layout, sizes in results.get("peak_memory_mib", {}).items() for policy, v in sizes.items()]
     if "pipeline_examples_per_s" in results:
         rows += [("pipeline examples/s", results["pipeline_examples_per_s"]),
                  ("pipeline_to_step_ratio", results["pipeline_to_step_ratio"])]

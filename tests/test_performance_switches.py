@@ -1,6 +1,8 @@
 """Every performance switch computes the same thing: scan over layers, remat, bfloat16, fused
 attention and gradient accumulation over microbatches (docs/performance.md)."""
 
+import dataclasses
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -117,3 +119,20 @@ def test_microbatches_must_divide_the_batch(reference):
     model, params, batch, _, _ = reference
     with pytest.raises(ValueError, match="not divisible by num_microbatches=3"):
         grad_accumulation.loss_and_grads(model, params, batch, None, 3)
+
+
+def test_scanned_remat_shrinks_the_step_temporaries():
+    """With scanned layers, remat keeps less than the plain step (measured in benchmarks as
+    peak_memory_mib; unrolled remat does not shrink on XLA:CPU, see docs/performance.md)."""
+    from benchmarks import measure
+    from simvlm_jax.network import get_config
+
+    cfg = get_config("tiny", num_conv_blocks=0, patch_size=8, num_encoder_layers=3, num_decoder_layers=3,
+                     scan_layers=True)
+    sizes = {}
+    for policy in ("none", "full"):
+        init, step = measure.train_step_fn(dataclasses.replace(cfg, remat_policy=policy))
+        batch = jax.eval_shape(lambda: jax.tree.map(jnp.asarray, measure.random_batch(cfg, measure.Shapes(16, 32, 32))))
+        state = jax.eval_shape(init, jax.random.key(0), batch)
+        sizes[policy] = measure.temp_bytes(step.lower(state, batch).compile())
+    assert sizes["full"] < 0.6 * sizes["none"], sizes
