@@ -166,28 +166,34 @@ def train_benchmark(cfg: SimVLMConfig, shapes: Shapes, peak_gflops: float, repea
     }
 
 
+def _abstract_step(cfg: SimVLMConfig, shapes: Shapes):
+    """(jitted step, abstract state, abstract batch) of `cfg`: enough to compile, nothing allocated."""
+    init, step = train_step_fn(cfg)
+    batch = jax.eval_shape(lambda: jax.tree.map(jnp.asarray, random_batch(cfg, shapes)))
+    return step, jax.eval_shape(init, jax.random.key(0), batch), batch
+
+
+def step_temp_mib(cfg: SimVLMConfig, shapes: Shapes) -> float | None:
+    """Temporary (activation) memory of the compiled train step of `cfg`, in MiB."""
+    step, state, batch = _abstract_step(cfg, shapes)
+    size = temp_bytes(step.lower(state, batch).compile())
+    return None if size is None else size / 2**20
+
+
 def peak_memory_mib(cfg: SimVLMConfig, shapes: Shapes) -> dict[str, dict[str, float | None]]:
-    """Activation (temp) memory of the compiled train step in MiB, {'scan' | 'unrolled': {policy: MiB}}
-    for the remat policies none, dots and full, with the layers scanned and unrolled."""
-    out: dict[str, dict[str, float | None]] = {}
-    for layout, scan in (("scan", True), ("unrolled", False)):
-        out[layout] = {}
-        for policy in ("none", "dots", "full"):
-            policy_cfg = dataclasses.replace(cfg, remat_policy=policy, scan_layers=scan)
-            init, step = train_step_fn(policy_cfg)
-            batch = jax.eval_shape(lambda: jax.tree.map(jnp.asarray, random_batch(policy_cfg, shapes)))
-            state = jax.eval_shape(init, jax.random.key(0), batch)
-            size = temp_bytes(step.lower(state, batch).compile())
-            out[layout][policy] = None if size is None else size / 2**20
-    return out
+    """step_temp_mib as {'scan' | 'unrolled': {policy: MiB}} for the remat policies none, dots and
+    full, with the layers scanned and unrolled."""
+    return {
+        layout: {policy: step_temp_mib(dataclasses.replace(cfg, remat_policy=policy, scan_layers=scan), shapes)
+                 for policy in ("none", "dots", "full")}
+        for layout, scan in (("scan", True), ("unrolled", False))
+    }
 
 
 # ------------------------------------------------------------------------------------------ compile
 def compile_seconds(cfg: SimVLMConfig, shapes: Shapes) -> float:
     """Seconds to lower and compile the train step of `cfg` (nothing is allocated)."""
-    init, step = train_step_fn(cfg)
-    batch = jax.eval_shape(lambda: jax.tree.map(jnp.asarray, random_batch(cfg, shapes)))
-    state = jax.eval_shape(init, jax.random.key(0), batch)
+    step, state, batch = _abstract_step(cfg, shapes)
     start = time.perf_counter()
     step.lower(state, batch).compile()
     return time.perf_counter() - start

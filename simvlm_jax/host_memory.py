@@ -42,10 +42,19 @@ def _glibc_supports_hugetlb() -> bool:
     return (major, minor) >= (2, 35)  # the tunable appeared in glibc 2.35
 
 
+def _tunable_value(tunables: str) -> str | None:
+    """The value GLIBC_TUNABLES (name=value:name=value...) gives the huge-page tunable, None if unnamed."""
+    for item in tunables.split(":"):
+        name, _, value = item.partition("=")
+        if name == TUNABLE:
+            return value
+    return None
+
+
 def huge_page_env(environ: dict[str, str], thp_mode: str | None, glibc_ok: bool) -> dict[str, str] | None:
     """The environment to re-execute with, or None when nothing would change."""
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if not glibc_ok or thp_mode != "madvise" or TUNABLE in tunables:
+    if not glibc_ok or thp_mode != "madvise" or _tunable_value(tunables) is not None:
         return None
     return {**environ, "GLIBC_TUNABLES": ":".join(t for t in (tunables, f"{TUNABLE}=1") if t)}
 
@@ -67,8 +76,4 @@ def reexec_with_huge_pages() -> None:
 
 def huge_pages_in_use() -> bool:
     """Whether this process started with glibc's huge-page tunable on (recorded by the benchmark)."""
-    for item in os.environ.get("GLIBC_TUNABLES", "").split(":"):
-        name, _, value = item.partition("=")
-        if name == TUNABLE:
-            return value not in ("", "0")
-    return False
+    return _tunable_value(os.environ.get("GLIBC_TUNABLES", "")) not in (None, "", "0")

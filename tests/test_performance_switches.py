@@ -129,10 +129,6 @@ def test_scanned_remat_shrinks_the_step_temporaries():
 
     cfg = get_config("tiny", num_conv_blocks=0, patch_size=8, num_encoder_layers=3, num_decoder_layers=3,
                      scan_layers=True)
-    sizes = {}
-    for policy in ("none", "full"):
-        init, step = measure.train_step_fn(dataclasses.replace(cfg, remat_policy=policy))
-        batch = jax.eval_shape(lambda: jax.tree.map(jnp.asarray, measure.random_batch(cfg, measure.Shapes(16, 32, 32))))
-        state = jax.eval_shape(init, jax.random.key(0), batch)
-        sizes[policy] = measure.temp_bytes(step.lower(state, batch).compile())
+    sizes = {policy: measure.step_temp_mib(dataclasses.replace(cfg, remat_policy=policy), measure.Shapes(16, 32, 32))
+             for policy in ("none", "full")}
     assert sizes["full"] < 0.6 * sizes["none"], sizes
