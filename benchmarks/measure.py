@@ -1,7 +1,7 @@
 """Timed pieces of the benchmark: matmul peak, train step, decoding, compile time, memory.
 
-Imports only jax, flax, optax and `simvlm_jax.network` / `simvlm_jax.flops` / `simvlm_jax.decoding` /
-`simvlm_jax.grad_accumulation` (no SeqIO or TensorFlow), so the GPU suite runs on a bare JAX machine.
+Imports only jax, flax, optax and `simvlm_jax.network` / `simvlm_jax.model.flops` / `simvlm_jax.model.decoding` /
+`simvlm_jax.training.grad_accumulation` (no SeqIO or TensorFlow), so the GPU suite runs on a bare JAX machine.
 
 The train step is the trainer's maths (`grad_accumulation.loss_and_grads` of a token-mean
 cross-entropy + z-loss, AdamW, donated state) on random inputs of fixed shapes.
@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from simvlm_jax import decoding, flops as flops_lib
-from simvlm_jax.grad_accumulation import loss_and_grads
+from simvlm_jax.model import decoding
+from simvlm_jax.model import flops as flops_lib
+from simvlm_jax.training.grad_accumulation import loss_and_grads
 from simvlm_jax.network import SimVLMConfig, SimVLMNetwork
 
 

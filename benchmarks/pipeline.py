@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from simvlm_jax.data import loader
-from simvlm_jax.run_config import DatasetConfig
+from simvlm_jax.training.run_config import DatasetConfig
 
 
 def examples_per_s(batch_size: int, num_batches: int = 30) -> float:

@@ -15,10 +15,15 @@ import json
 import platform
 import time
 
+if __name__ == "__main__":
+    from simvlm_jax.cli import startup
+
+    startup.begin()  # before JAX loads: huge pages on the CPU backend
+
 import jax
 
 from benchmarks import measure
-from simvlm_jax import host_memory
+from simvlm_jax.cli import host_memory
 from simvlm_jax.network import SimVLMConfig, get_config
 
 # The "small" benchmark model: 6+6 layers, width 512, 8 heads x 64, MLP 2048, a 32,000-piece
@@ -168,5 +173,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    host_memory.reexec_with_huge_pages()
     main()

@@ -33,7 +33,10 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":
+    from simvlm_jax.cli import startup
+
+    startup.begin()  # before TensorFlow and JAX load: quiet logs, huge pages on the CPU backend
 
 import numpy as np
 
@@ -154,13 +157,14 @@ class Captioner:
         import jax
         import jax.numpy as jnp
 
-        from simvlm_jax import checkpoints, restore
+        from simvlm_jax.training import checkpoints
+        from simvlm_jax.cli import model_dir as restore
 
         checkpoint_path = checkpoints.resolve_checkpoint_path(checkpoint)
-        model_dir = restore.model_dir_of(checkpoint_path)
+        model_dir = checkpoints.model_dir_of(checkpoint_path)
         self.model, lengths = restore.load_model_from_config(model_dir)
         print(f"Restoring {checkpoint_path}", file=sys.stderr)
-        self.params = restore.load_params(checkpoint_path)
+        self.params = checkpoints.load_params(checkpoint_path)
         config = self.model.module.config
         self.image_size = int(lengths.get("image", config.image_size))
         self.max_text_length = int(config.max_text_length)
@@ -214,7 +218,7 @@ class Captioner:
         return texts
 
     def detokenize(self, row: np.ndarray) -> str:
-        from simvlm_jax.inference import decode_tokens
+        from simvlm_jax.model.inference import decode_tokens
 
         return decode_tokens(self.model.output_vocabulary, np.asarray(row).tolist())
 
@@ -329,7 +333,4 @@ def _run(args: argparse.Namespace, emit) -> int:
 
 
 if __name__ == "__main__":
-    from simvlm_jax import host_memory
-
-    host_memory.reexec_with_huge_pages()
     sys.exit(main())

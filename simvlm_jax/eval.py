@@ -15,13 +15,18 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":
+    from simvlm_jax.cli import startup
+
+    startup.begin()  # before TensorFlow and JAX load: quiet logs, huge pages on the CPU backend
 
 import seqio  # noqa: E402
 
-from simvlm_jax import checkpoints, config_checks, restore  # noqa: E402
+from simvlm_jax.training import checkpoints  # noqa: E402
+from simvlm_jax.training import config_checks  # noqa: E402
+from simvlm_jax.cli import model_dir as restore  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
-from simvlm_jax.inference import ModelRunner  # noqa: E402
+from simvlm_jax.model.inference import ModelRunner  # noqa: E402
 
 
 def evaluate(
@@ -42,10 +47,10 @@ def evaluate(
     """
     loader.import_task_module(module)
     os.makedirs(output_dir, exist_ok=True)
-    model, trained_lengths = restore.load_model_from_config(restore.model_dir_of(checkpoint_path))
+    model, trained_lengths = restore.load_model_from_config(checkpoints.model_dir_of(checkpoint_path))
     checkpoint_dir = checkpoints.resolve_checkpoint_path(checkpoint_path)
     step = int(os.path.basename(os.path.normpath(checkpoint_dir)).split("_")[-1])
-    params = restore.load_params(checkpoint_dir)
+    params = checkpoints.load_params(checkpoint_dir)
     lengths = dict(task_feature_lengths or trained_lengths)
     config_checks.check_inference_config(model, lengths, mixture_or_task_name)
     evaluator = seqio.Evaluator(
@@ -68,9 +73,7 @@ def evaluate(
 
 
 if __name__ == "__main__":
-    from simvlm_jax import gin_utils as _gin_utils, host_memory as _host_memory, train as _train
+    from simvlm_jax.cli import gin_flags as _gin_flags
 
-    _host_memory.reexec_with_huge_pages()
-
-    _train.define_flags()
-    _gin_utils.run(_gin_utils.configurable_main(evaluate))
+    _gin_flags.define_flags()
+    _gin_flags.run(_gin_flags.configurable_main(evaluate))

@@ -26,7 +26,7 @@ def load_checkpoint(path: str) -> tuple[int, dict[str, np.ndarray]]:
     import flax
     import orbax.checkpoint as ocp
 
-    from simvlm_jax import checkpoints
+    from simvlm_jax.training import checkpoints
 
     directory = checkpoints.resolve_checkpoint_path(path)
     state_dir = os.path.join(os.path.abspath(directory), "state")

@@ -1,9 +1,11 @@
-"""Shared test set-up: a small embedded dataset prepared once per session, and CPU-only JAX.
+"""Shared test set-up and helpers: a small embedded dataset prepared once per session, CPU-only JAX, one
+XLA compilation cache per session, gin as under the entry points, and a tiny model dir.
 
 The embedded data goes to a fresh folder per session (never the user's cache) with the scene splits
 shrunk, so preparing it takes seconds; subprocess tests inherit SIMVLM_DATA_DIR and reuse it.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,11 +16,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["SIMVLM_IGNORE_T5X"] = "1"
 if "SIMVLM_DATA_DIR" not in os.environ:
     os.environ["SIMVLM_DATA_DIR"] = tempfile.mkdtemp(prefix="simvlm_test_data_")
+# One XLA compilation cache per session, shared with the subprocess tests: the tiny model's train step,
+# compiled by the first test that needs it, is loaded from disk by every later process (seconds saved each).
+# The cache is keyed by the program and the compile options, so it never changes what runs.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="simvlm_test_xla_cache_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN_DIR = os.path.join(REPO_ROOT, "gin")
+GIN_DIR = os.path.join(REPO_ROOT, "simvlm_jax", "gin")  # the installed gin files (simvlm_jax/gin)
 TEST_SPLIT_SIZES = {"NUM_TRAIN": 1024, "NUM_VALIDATION": 128, "NUM_HELDOUT": 128}
 
 
@@ -34,11 +42,44 @@ def embedded_data_dir() -> str:
 
 
 def run_module(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs `python -m module args...` from the repository root; returns the finished process."""
+    """Runs `python -m module args...` from outside the repository (as an installed user would); returns the
+    finished process."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", module, *args], cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+@contextlib.contextmanager
+def entry_point_gin():
+    """Gin as under `python -m simvlm_jax.train` (or eval / infer): `__main__` has the entry functions that
+    the gin files bind as `train_script.train` etc.; the global gin config is cleared before and after."""
+    import gin
+
+    from simvlm_jax.eval import evaluate
+    from simvlm_jax.infer import infer
+    from simvlm_jax.training.loop import train
+
+    main_module = sys.modules["__main__"]
+    added = [name for name in ("train", "evaluate", "infer") if not hasattr(main_module, name)]
+    for name, fn in (("train", train), ("evaluate", evaluate), ("infer", infer)):
+        if name in added:
+            setattr(main_module, name, fn)
+    gin.clear_config(clear_constants=False)
+    gin.enter_interactive_mode()
+    try:
+        yield
+    finally:
+        gin.clear_config(clear_constants=False)
+        gin.exit_interactive_mode()
+        for name in added:
+            delattr(main_module, name)
+
+
+@pytest.fixture
+def gin_entry_points():
+    with entry_point_gin():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -48,16 +89,10 @@ def model_dir(tmp_path_factory, embedded_data_dir):
     import jax
     import jax.numpy as jnp
 
-    from simvlm_jax import checkpoints, train as train_lib
+    from simvlm_jax.training import checkpoints
 
     run_dir = str(tmp_path_factory.mktemp("caption") / "run")
-    main_module = sys.modules["__main__"]
-    had_train = hasattr(main_module, "train")
-    setattr(main_module, "train", train_lib.train)
-    gin.clear_config(clear_constants=False)
-    gin.enter_interactive_mode()
-    try:
-        gin.add_config_file_search_path(GIN_DIR)
+    with entry_point_gin():
         gin.parse_config_files_and_bindings([os.path.join(GIN_DIR, "tiny_cpu.gin")], [f"MODEL_DIR = '{run_dir}'"],
                                             finalize_config=False)
         model = gin.query_parameter("%MODEL").scoped_configurable_fn()
@@ -65,11 +100,6 @@ def model_dir(tmp_path_factory, embedded_data_dir):
         os.makedirs(run_dir)
         with open(os.path.join(run_dir, "config.gin"), "w") as f:
             f.write(gin.config_str())
-    finally:
-        gin.clear_config(clear_constants=False)
-        gin.exit_interactive_mode()
-        if not had_train:
-            delattr(main_module, "train")
     s, b = lengths["image"], 1
     shapes = {"encoder_image": (b, s, s, 3), "encoder_image_mask": (b,),
               "encoder_input_tokens": (b, lengths["inputs"]), "decoder_input_tokens": (b, lengths["targets"])}

@@ -11,10 +11,10 @@ import numpy as np
 import optax
 import seqio
 
-from simvlm_jax.models import SimVLMModel
+from simvlm_jax.model.simvlm_model import SimVLMModel
 from simvlm_jax.network import SimVLMNetwork, tiny_config
-from simvlm_jax.partitioning import PjitPartitioner
-from simvlm_jax.trainer import Trainer, TrainStateLayout
+from simvlm_jax.training.partitioning import PjitPartitioner
+from simvlm_jax.training.trainer import Trainer, TrainStateLayout
 
 B, S = 8, 32
 

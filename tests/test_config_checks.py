@@ -1,6 +1,8 @@
-"""Configuration errors are caught before anything compiles, each naming the problem and the fix.
+"""Configuration errors are caught before any data or model is built, each naming the problem and the fix.
 
-The command-line cases run the real `python -m simvlm_jax.train`; they fail within seconds of start-up.
+Most cases run in-process through `simvlm_jax.train.configure_and_train` (what the command runs after its
+flags) and format the error as the command prints it (`cli.errors`); one case runs the real command to
+check what a user sees: two lines on stderr, exit status 2, MODEL_DIR not created.
 """
 
 import errno
@@ -11,59 +13,102 @@ from types import SimpleNamespace
 import jax.numpy as jnp
 import pytest
 
-from simvlm_jax import checkpoints, config_checks
+from simvlm_jax import train as train_entry
+from simvlm_jax.cli import errors
 from simvlm_jax.network import tiny_config
+from simvlm_jax.training import checkpoints, config_checks
 from tests.conftest import run_module
 
-TINY = ["--gin_file=gin/tiny_cpu.gin", "--gin.BATCH_SIZE=8"]
+TINY = ["gin/tiny_cpu.gin"]
 
 
-def _fails(tmp_path, *args, env=None):
-    done = run_module("simvlm_jax.train", *TINY, f"--gin.MODEL_DIR={tmp_path / 'run'}", *args, env=env, timeout=300)
-    assert done.returncode != 0, done.stdout[-2000:]
-    assert "step 1/" not in done.stdout  # nothing trained (or compiled)
-    return done.stderr
+def _config_error(tmp_path, *bindings: str) -> str:
+    """The message the command would print for these gin bindings (fails if training would start)."""
+    model_dir = tmp_path / "run"
+    with pytest.raises(Exception) as info:
+        train_entry.configure_and_train(TINY, [f"MODEL_DIR = '{model_dir}'", "BATCH_SIZE = 8", "TRAIN_STEPS = 1",
+                                               *bindings], finalize_config=False)
+    message = errors.configuration_message(info.value, "train")
+    assert message is not None, f"not reported as a configuration error: {info.value!r}"
+    assert not model_dir.exists()  # nothing was written
+    return message
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--gin.TASK_FEATURE_LENGTHS={'inputs': 100, 'targets': 32, 'image': 64}"],
+@pytest.mark.parametrize("bindings,expected", [
+    (["TASK_FEATURE_LENGTHS = {'inputs': 100, 'targets': 32, 'image': 64}"],
      ["TASK_FEATURE_LENGTHS['inputs']=100 exceeds the model's max_text_length 64", "lower it to at most 64"]),
-    (["--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32, 'image': 60}"],
+    (["TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 32, 'image': 60}"],
      ["TASK_FEATURE_LENGTHS['image']=60 cannot be tiled", "stride is 16 pixels", "e.g. 48 or 64"]),
-    (["--gin.network.SimVLMConfig.vocab_size=1000"],
+    (["TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 32, 'image': 4096}"],
+     ["This run needs at least", "GiB of memory", "but the machine has", "lower BATCH_SIZE, the image size"]),
+    (["network.SimVLMConfig.vocab_size = 1000"],
      ["VOCABULARY has 2000 ids but the model's embedding table has vocab_size=1000",
       "set network.SimVLMConfig.vocab_size = 2000"]),
-    (["--gin.TRAIN_STEP=3"], ["Gin macro TRAIN_STEP is set", "Did you mean TRAIN_STEPS"]),
-    (["--gin.train.total_step=3"], ["train() has no argument 'total_step'", "did you mean train.total_steps"]),
-    (["--gin.utils.SaveCheckpointConfig.perod=3"], ["Did you mean utils.SaveCheckpointConfig.period?"]),
-    (["--gin.MIXTURE_OR_TASK_NAME=embedded_prefixlm_mixx"],
+    (["network.SimVLMConfig.num_heads = -1"], ["SimVLMConfig.num_heads must be a positive integer, got -1"]),
+    (["TRAIN_STEP = 3"], ["Gin macro TRAIN_STEP is set", "Did you mean TRAIN_STEPS"]),
+    (["train.total_step = 3"], ["train() has no argument 'total_step'", "did you mean train.total_steps"]),
+    (["utils.SaveCheckpointConfig.perod = 3"], ["Did you mean utils.SaveCheckpointConfig.period?"]),
+    (["network.SimVLMConfig.emb_dimm = 3"], ["doesn't have a parameter named 'emb_dimm'",
+                                            "(bindings string line", "Did you mean network.SimVLMConfig.emb_dim"]),
+    (["MIXTURE_OR_TASK_NAME = 'embedded_prefixlm_mixx'"],
      ["No SeqIO task or mixture named 'embedded_prefixlm_mixx'", "Did you mean 'embedded_prefixlm_mix'"]),
+    (["BATCH_SIZE = 0"], ["BATCH_SIZE must be a positive integer, got 0"]),
+    (["CHECKPOINTS_TO_KEEP = -1"], ["CHECKPOINTS_TO_KEEP must be a positive integer", "None keeps every"]),
+    (["TRAIN_STEPS = 0"], ["total_steps (0) must be larger than start_step (0): set TRAIN_STEPS above"]),
+    (["train.bad_record_policy = 'skipp'"], ["bad_record_policy must be one of"]),
 ])
-def test_command_line_configuration_errors(embedded_data_dir, tmp_path, args, expected):
-    stderr = _fails(tmp_path, *args)
+def test_configuration_errors(gin_entry_points, embedded_data_dir, tmp_path, bindings, expected):
+    message = _config_error(tmp_path, *bindings)
+    assert len(message.splitlines()) <= 2, message
     for text in expected:
-        assert text in stderr, stderr[-3000:]
+        assert text in message, message
 
 
-def test_batch_size_not_divisible_by_the_data_parallel_size(embedded_data_dir, tmp_path):
-    stderr = _fails(tmp_path, "--gin.BATCH_SIZE=3", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    assert "BATCH_SIZE=3 is not divisible by the data-parallel size 2" in stderr, stderr[-3000:]
+def test_checkpoint_with_another_vocabulary_is_refused_before_restoring(gin_entry_points, model_dir, tmp_path):
+    message = _config_error(tmp_path, f"utils.RestoreCheckpointConfig.path = '{model_dir}/checkpoint_1'",
+                            "network.SimVLMConfig.vocab_size = 3000")
+    assert "was trained with a vocabulary of 2000 ids" in message and "this model has 3000" in message, message
+    assert "use the checkpoint's VOCABULARY" in message
 
 
-def test_checkpoint_with_another_vocabulary_is_refused_before_restoring(model_dir, tmp_path):
-    stderr = _fails(tmp_path, f"--gin.utils.RestoreCheckpointConfig.path={model_dir}/checkpoint_1",
-                    "--gin.network.SimVLMConfig.vocab_size=3000")
-    assert "was trained with a vocabulary of 2000 ids" in stderr and "this model has 3000" in stderr, stderr[-3000:]
-    assert "use the checkpoint's VOCABULARY" in stderr
+def test_a_missing_checkpoint_to_restore_is_named_before_any_data(gin_entry_points, embedded_data_dir, tmp_path):
+    message = _config_error(tmp_path, f"utils.RestoreCheckpointConfig.path = '{tmp_path}/nowhere/checkpoint_5'",
+                            "utils.RestoreCheckpointConfig.fallback_to_scratch = False")
+    assert "nowhere/checkpoint_5" in message and "INITIAL_CHECKPOINT_PATH" in message, message
 
 
-def test_model_dir_that_is_a_file_or_unwritable(embedded_data_dir, tmp_path):
+def test_model_dir_that_is_a_file_or_unwritable(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    done = run_module("simvlm_jax.train", *TINY, f"--gin.MODEL_DIR={blocker}", timeout=300)
-    assert done.returncode != 0 and "is a file, not a directory" in done.stderr, done.stderr[-2000:]
-    done = run_module("simvlm_jax.train", *TINY, "--gin.MODEL_DIR=/proc/simvlm_run", timeout=300)
-    assert done.returncode != 0 and "is not writable" in done.stderr and "--gin.MODEL_DIR=" in done.stderr
+    with pytest.raises(config_checks.ConfigError, match="is a file, not a directory"):
+        config_checks.check_model_dir(str(blocker))
+    with pytest.raises(config_checks.ConfigError, match="cannot be made"):
+        config_checks.check_model_dir(str(blocker / "run"))
+    with pytest.raises(config_checks.ConfigError, match="is not writable.*--gin.MODEL_DIR="):
+        config_checks.check_model_dir("/proc/simvlm_run")
+    config_checks.check_model_dir(str(tmp_path / "new" / "run"))
+    assert not (tmp_path / "new").exists()  # checked, not created
+
+
+@pytest.mark.subprocess
+def test_the_command_reports_a_mistake_in_two_lines_and_writes_nothing(embedded_data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    done = run_module("simvlm_jax.train", "--gin_file=gin/tiny_cpu.gin", f"--gin.MODEL_DIR={model_dir}",
+                      "--gin.network.SimVLMConfig.emb_dimm=3", timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.splitlines() == [
+        "Configuration error: Configurable 'network.SimVLMConfig' doesn't have a parameter named 'emb_dimm'. "
+        "(bindings string line 2: network.SimVLMConfig.emb_dimm = 3)",
+        "Did you mean network.SimVLMConfig.emb_dim or network.SimVLMConfig.mlp_dim or network.SimVLMConfig.head_dim?"]
+    assert done.stdout == "" and not model_dir.exists()
+
+
+@pytest.mark.subprocess
+def test_batch_size_not_divisible_by_the_data_parallel_size(embedded_data_dir, tmp_path):
+    done = run_module("simvlm_jax.train", "--gin_file=gin/tiny_cpu.gin", f"--gin.MODEL_DIR={tmp_path / 'run'}",
+                      "--gin.BATCH_SIZE=3", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "BATCH_SIZE=3 is not divisible by the data-parallel size 2" in done.stderr, done.stderr[-3000:]
 
 
 def test_model_dir_without_room_for_a_checkpoint(tmp_path, monkeypatch):

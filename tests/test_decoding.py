@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simvlm_jax import decoding
+from simvlm_jax.model import decoding
 from tests.test_models import B, L_DEC, make_batch, make_model
 
 EOS = 1

@@ -61,7 +61,7 @@ def test_easy_vqa_is_scored_with_vqa_accuracy(easy_vqa_task):
 
 
 def test_fine_tuning_schedule_starts_at_the_checkpoint_step():
-    from simvlm_jax import schedules
+    from simvlm_jax.training import schedules
 
     fresh = schedules.warmup_linear_decay(1e-3, total_steps=600, warmup_fraction=0.1)
     shifted = schedules.warmup_linear_decay(1e-3, total_steps=1800, warmup_fraction=0.1, start_step=1200)
@@ -75,7 +75,7 @@ def test_fine_tuning_schedule_starts_at_the_checkpoint_step():
 def test_curves_png_shows_what_the_summaries_hold(tmp_path):
     from clu import metric_writers
 
-    from simvlm_jax import curves
+    from simvlm_jax.training import curves
 
     model_dir = str(tmp_path)
     train = metric_writers.create_default_writer(str(tmp_path / "train"), asynchronous=False)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from benchmarks import measure
-from simvlm_jax import flops
+from simvlm_jax.model import flops
 from simvlm_jax.network import tiny_config
 
 

@@ -7,9 +7,13 @@ import sys
 import gin
 import pytest
 
-from simvlm_jax import eval as eval_lib, gin_utils, infer as infer_lib, train as train_lib
+from simvlm_jax import eval as eval_lib
+from simvlm_jax.cli import gin_flags as gin_utils
+from simvlm_jax import infer as infer_lib
+from simvlm_jax import train as train_lib
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+from tests.conftest import GIN_DIR
+
 ALL_GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, "**", "*.gin"), recursive=True))
 EXPERIMENTS = ["simvlm_base.gin", "simvlm_large.gin", "simvlm_huge.gin", "tiny_cpu.gin", "tiny_easy_vqa.gin"]
 # What an experiment leaves to the command line besides MODEL_DIR.
@@ -41,8 +45,11 @@ def clean_gin(monkeypatch):
 
 
 def test_every_gin_file_is_covered():
+    """Each gin file is either an experiment, a run gin with its required macros listed, or a model gin."""
     names = {os.path.relpath(p, GIN_DIR) for p in ALL_GIN_FILES}
-    assert set(EXPERIMENTS) <= names and "runs/pretrain.gin" in names and len(names) >= 9
+    model_gins = {n for n in names if n.startswith("models" + os.sep)}
+    assert names == set(EXPERIMENTS) | set(RUN_GINS_REQUIRED) | model_gins
+    assert model_gins == {os.path.join("models", f"{m}.gin") for m in ("common", "tiny", "base", "large", "huge")}
 
 
 @pytest.mark.parametrize("path", ALL_GIN_FILES, ids=lambda p: os.path.relpath(p, GIN_DIR))
@@ -62,7 +69,7 @@ def test_gin_file_parses(path):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_builds_its_model_and_configs(experiment):
-    from simvlm_jax import models
+    from simvlm_jax.model import simvlm_model as models
 
     gin.add_config_file_search_path(GIN_DIR)
     gin.parse_config_files_and_bindings([os.path.join(GIN_DIR, experiment)],

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from simvlm_jax import host_memory
+from simvlm_jax.cli import host_memory
 
 
 def test_mode_is_read_from_the_bracketed_word(tmp_path):
@@ -42,7 +42,7 @@ def test_reexec_keeps_the_command_line_and_runs_once():
     """A real child process: it re-executes itself (where this machine supports it) with the same
     arguments, and the second start does not re-execute again."""
     code = (
-        "import os, sys; from simvlm_jax import host_memory; "
+        "import os, sys; from simvlm_jax.cli import host_memory; "
         "print('start', flush=True); host_memory.reexec_with_huge_pages(); "
         "print(sys.argv[1:], host_memory.huge_pages_in_use())"
     )

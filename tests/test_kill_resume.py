@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from simvlm_jax import checkpoints
+from simvlm_jax.training import checkpoints
 from tests.conftest import REPO_ROOT, run_module
 
 STEPS = 8

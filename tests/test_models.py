@@ -7,7 +7,7 @@ import optax
 import pytest
 import seqio
 
-from simvlm_jax import models
+from simvlm_jax.model import simvlm_model as models
 from simvlm_jax.network import SimVLMNetwork, tiny_config
 
 B, L_ENC, L_DEC, S = 2, 5, 6, 32

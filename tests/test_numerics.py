@@ -9,7 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from simvlm_jax import checkpoints, numerics, trainer
+from simvlm_jax.training import checkpoints
+from simvlm_jax.training import numerics
+from simvlm_jax.training import trainer
 from tests.conftest import run_module
 from tests.test_models import make_batch, make_model
 

@@ -8,7 +8,7 @@ from flax.linen import partitioning as nn_partitioning
 from jax.sharding import PartitionSpec as P
 
 from tests.conftest import run_module
-from simvlm_jax import partitioning
+from simvlm_jax.training import partitioning
 
 
 def test_rules_shard_what_they_should():

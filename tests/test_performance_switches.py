@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simvlm_jax import grad_accumulation
+from simvlm_jax.training import grad_accumulation
 from simvlm_jax.network import SimVLMNetwork
 from simvlm_jax.network.transformer import stack_layer_params
 from tests.test_models import B, make_batch, make_model

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simvlm_jax.prefetch import prefetch_to_device
+from simvlm_jax.training.prefetch import prefetch_to_device
 
 
 @pytest.mark.parametrize("size", [0, 1, 3])

@@ -85,7 +85,7 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly(embedd
     assert process.returncode == 0, err[-3000:]
     stopped = re.search(r"Stopped by SIGTERM at step (\d+); checkpoint_\1 is saved", out)
     assert stopped, out[-2000:]
-    from simvlm_jax import checkpoints
+    from simvlm_jax.training import checkpoints
 
     assert checkpoints.latest_step(model_dir) == int(stopped.group(1)) >= 3  # saved at the step it stopped
     assert not [name for name in os.listdir(model_dir) if name.endswith(".tmp")]  # no half-written save

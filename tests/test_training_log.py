@@ -2,8 +2,8 @@
 
 import pytest
 
-from simvlm_jax.config_checks import check_model_dir as check_writable
-from simvlm_jax.training_log import ProgressLog
+from simvlm_jax.training.config_checks import check_model_dir as check_writable
+from simvlm_jax.training.logs import ProgressLog
 
 
 def test_unusable_model_dir_is_reported_before_training(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -67,3 +68,23 @@ class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
         lengths["encoder_image"] = task_feature_lengths["image"]
         lengths["encoder_image_mask"] = 1  # one image per example
         return lengths
+
+
+def model_input_specs(task_feature_lengths: Mapping[str, int], batch_size: int,
+                      num_channels: int = 3) -> tuple[dict[str, tuple], dict[str, type]]:
+    """(shapes, dtypes) of the batches SimVLMFeatureConverter produces, from the lengths alone.
+
+    encoder_input_tokens [B, L_enc], decoder_* [B, L_dec], encoder_image [B, S, S, C],
+    encoder_image_mask [B, 1]; ints are int32, the image and its mask float32."""
+    b, s = int(batch_size), int(task_feature_lengths["image"])
+    l_enc, l_dec = int(task_feature_lengths["inputs"]), int(task_feature_lengths["targets"])
+    shapes = {
+        "encoder_input_tokens": (b, l_enc),
+        "decoder_target_tokens": (b, l_dec),
+        "decoder_input_tokens": (b, l_dec),
+        "decoder_loss_weights": (b, l_dec),
+        "encoder_image": (b, s, s, num_channels),
+        "encoder_image_mask": (b, 1),
+    }
+    types = {name: (np.float32 if name.startswith("encoder_image") else np.int32) for name in shapes}
+    return shapes, types

@@ -1,9 +1,8 @@
-"""Metrics: clu training metrics (what `loss_fn` returns) and SeqIO metric functions for evaluation.
+"""SeqIO metric functions for evaluation: pure functions of (targets, predictions), no model inside.
 
-Training (`training.py`): `Metrics`, `Sum`, `weighted_average`, `scalar_average`, `merge_metrics`,
-`compute_metrics`.
+(The clu metrics that `loss_fn` returns live with the model: `simvlm_jax.model.loss_metrics`.)
 
-Evaluation, each `fn(targets, predictions) -> {name: float}` for a seqio.Task's `metric_fns`
+Each `fn(targets, predictions) -> {name: float}` for a seqio.Task's `metric_fns`
 (see docs/evaluation.md):
 - `coco_caption_metrics`: BLEU-4, METEOR, ROUGE-L, CIDEr via pycocoevalcap (`captioning.py`);
 - `exact_match`: normalised string match against any reference (`captioning.py`);
@@ -13,26 +12,12 @@ Evaluation, each `fn(targets, predictions) -> {name: float}` for a seqio.Task's 
 
 from simvlm_jax.metrics.captioning import coco_caption_metrics, exact_match
 from simvlm_jax.metrics.text import accuracy, bleu
-from simvlm_jax.metrics.training import (
-    Metrics,
-    Sum,
-    compute_metrics,
-    merge_metrics,
-    scalar_average,
-    weighted_average,
-)
 from simvlm_jax.metrics.vqa import vqa_accuracy
 
 __all__ = [
-    "Metrics",
-    "Sum",
     "accuracy",
     "bleu",
     "coco_caption_metrics",
-    "compute_metrics",
     "exact_match",
-    "merge_metrics",
-    "scalar_average",
     "vqa_accuracy",
-    "weighted_average",
 ]

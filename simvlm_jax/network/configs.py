@@ -93,6 +93,12 @@ class SimVLMConfig:
     attention_impl: str = "einsum"
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
+                     "num_decoder_layers", "stem_width", "patch_size", "image_size", "num_channels", "max_text_length"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"SimVLMConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"SimVLMConfig.dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if not 0 <= self.num_conv_blocks <= 4:
             raise ValueError(f"num_conv_blocks must be in 0..4, got {self.num_conv_blocks}")
         if len(self.stem_blocks_per_stage) < self.num_conv_blocks:

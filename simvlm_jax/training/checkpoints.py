@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
+
+import numpy as np
 
 import jax
 import orbax.checkpoint as ocp
@@ -69,6 +71,8 @@ def latest_step(model_dir: str) -> Optional[int]:
 def resolve_checkpoint_path(path: str) -> str:
     """A `checkpoint_<step>` directory as given, or the latest one inside a model directory."""
     if _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path))):
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
         return path
     step = latest_step(path)
     if step is None:
@@ -144,3 +148,27 @@ class CheckpointManager:
             return
         for step in all_steps(self.model_dir)[: -self.keep]:
             shutil.rmtree(checkpoint_dir(self.model_dir, step), ignore_errors=True)
+
+
+def model_dir_of(checkpoint: str) -> str:
+    """The model directory for `checkpoint`: its parent if it is a checkpoint_<step> dir, else itself."""
+    path = os.path.normpath(os.path.abspath(checkpoint))
+    if _CHECKPOINT_RE.match(os.path.basename(path)):
+        return os.path.dirname(path)
+    return path
+
+
+def load_params(checkpoint: str) -> Any:
+    """The parameters (`target`) of a checkpoint_<step> dir, or of a model dir's newest checkpoint."""
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    directory = resolve_checkpoint_path(checkpoint)
+    state_dir = os.path.join(os.path.abspath(directory), "state")
+    if not os.path.isdir(state_dir):
+        raise FileNotFoundError(f"{directory} has no state/ folder: not a simvlm-jax (T5X-layout) checkpoint.")
+    tree = ocp.PyTreeCheckpointer().restore(state_dir)
+    if not isinstance(tree, Mapping) or "target" not in tree:
+        raise ValueError(f"{state_dir} holds no 'target' (parameters) entry.")
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), tree["target"])

@@ -18,7 +18,8 @@ def warmup_linear_decay(
     """
     length = total_steps - start_step
     if length < 1:
-        raise ValueError(f"total_steps ({total_steps}) must be larger than start_step ({start_step}).")
+        raise ValueError(f"total_steps ({total_steps}) must be larger than start_step ({start_step}): set "
+                         "TRAIN_STEPS above INITIAL_STEP (fine-tuning) or above 0.")
     warmup_steps = max(1, int(round(warmup_fraction * length)))
     schedule = optax.join_schedules(
         [

@@ -16,9 +16,9 @@ import numpy as np
 import seqio
 from absl import logging
 
-from simvlm_jax import metrics as metrics_lib
+from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.data import loader
-from simvlm_jax.inference import ModelRunner, decode_tokens
+from simvlm_jax.model.inference import ModelRunner, decode_tokens
 
 
 class TrainingEvaluator:

@@ -1,6 +1,6 @@
 r"""A PNG of a run's curves, read back from its TensorBoard event files (TensorBoard stays the main view).
 
-    python -m simvlm_jax.curves MODEL_DIR [--out=FILE.png]
+    python -m simvlm_jax.training.curves MODEL_DIR [--out=FILE.png]
 
 Panels: training loss and token accuracy (model_dir/train), teacher-forced eval loss per task
 (model_dir/training_eval/<task>) and decoded-prediction metrics per task (model_dir/inference_eval/<task>,

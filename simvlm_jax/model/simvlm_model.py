@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import seqio
 
-from simvlm_jax import decoding, metrics as metrics_lib
+from simvlm_jax.model import decoding
+from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.data.feature_converter import SimVLMFeatureConverter
 from simvlm_jax.network import SimVLMNetwork
 

@@ -18,10 +18,12 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from simvlm_jax import checkpoints, metrics as metrics_lib, numerics
-from simvlm_jax.grad_accumulation import loss_and_grads
-from simvlm_jax.optimizers import as_optax
-from simvlm_jax.partitioning import PjitPartitioner, params_logical_axes
+from simvlm_jax.training import checkpoints
+from simvlm_jax.model import loss_metrics as metrics_lib
+from simvlm_jax.training import numerics
+from simvlm_jax.training.grad_accumulation import loss_and_grads
+from simvlm_jax.training.optimizers import as_optax
+from simvlm_jax.training.partitioning import PjitPartitioner, params_logical_axes
 
 PyTree = Any
 
@@ -102,6 +104,11 @@ class TrainStateLayout:
         self.logical_axes = TrainState(step=PartitionSpec(), params=params_axes, opt_state=opt_axes)
         self.shapes = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params_shape, opt_state=opt_shape)
         self.shardings = partitioner.logical_to_sharding(self.logical_axes)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple]:
+        """The global batch shapes the state was laid out for (feature name -> shape)."""
+        return dict(self._input_shapes)
 
     def abstract_state(self) -> TrainState:
         """ShapeDtypeStructs carrying their shardings: the target of a checkpoint restore."""

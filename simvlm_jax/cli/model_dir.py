@@ -1,7 +1,7 @@
-"""Rebuild a trained SimVLM model from its model directory, for inference outside the trainer.
+"""Rebuild a trained SimVLM model from its model directory's config.gin (eval, infer, caption).
 
     model, lengths = load_model_from_config(model_dir)   # from <model_dir>/config.gin
-    params = load_params(checkpoint_dir)                 # checkpoint_<step> (or a model dir: newest)
+    params = checkpoints.load_params(checkpoint_dir)     # checkpoint_<step> (or a model dir: newest)
 
 `python -m simvlm_jax.train` writes the operative gin config as `<model_dir>/config.gin`; re-parsing it
 gives back the exact model (network size, vocabulary) the checkpoint was trained with.
@@ -13,18 +13,6 @@ import os
 import sys
 from typing import Any, Mapping
 
-import numpy as np
-
-
-def model_dir_of(checkpoint: str) -> str:
-    """The model directory for `checkpoint`: its parent if it is a checkpoint_<step> dir, else itself."""
-    from simvlm_jax import checkpoints
-
-    path = os.path.normpath(os.path.abspath(checkpoint))
-    if checkpoints._CHECKPOINT_RE.match(os.path.basename(path)):
-        return os.path.dirname(path)
-    return path
-
 
 def load_model_from_config(model_dir: str) -> tuple[Any, Mapping[str, int]]:
     """(SimVLMModel, TASK_FEATURE_LENGTHS) built from `<model_dir>/config.gin`.
@@ -33,7 +21,7 @@ def load_model_from_config(model_dir: str) -> tuple[Any, Mapping[str, int]]:
     """
     import gin
 
-    from simvlm_jax import train as train_lib
+    from simvlm_jax.training.loop import train
 
     config_path = os.path.join(model_dir, "config.gin")
     if not os.path.isfile(config_path):
@@ -45,7 +33,7 @@ def load_model_from_config(model_dir: str) -> tuple[Any, Mapping[str, int]]:
     # `python -m simvlm_jax.train`; give whatever __main__ is now a `train` for those bindings.
     main_module = sys.modules["__main__"]
     if not hasattr(main_module, "train"):
-        setattr(main_module, "train", train_lib.train)
+        setattr(main_module, "train", train)
     # Not skip_unknown=True: under dynamic registration gin then leaves every `@module.fn()` reference
     # an unresolvable placeholder. The config came from this code base, so all of it is known.
     with gin.unlock_config():
@@ -65,21 +53,3 @@ def load_model_from_config(model_dir: str) -> tuple[Any, Mapping[str, int]]:
     if "image" not in lengths:
         lengths["image"] = int(model.module.config.image_size)
     return model, lengths
-
-
-def load_params(checkpoint: str) -> Any:
-    """The parameters (`target`) of a checkpoint_<step> dir, or of a model dir's newest checkpoint."""
-    import jax
-    import jax.numpy as jnp
-    import orbax.checkpoint as ocp
-
-    from simvlm_jax import checkpoints
-
-    directory = checkpoints.resolve_checkpoint_path(checkpoint)
-    state_dir = os.path.join(os.path.abspath(directory), "state")
-    if not os.path.isdir(state_dir):
-        raise FileNotFoundError(f"{directory} has no state/ folder: not a simvlm-jax (T5X-layout) checkpoint.")
-    tree = ocp.PyTreeCheckpointer().restore(state_dir)
-    if not isinstance(tree, Mapping) or "target" not in tree:
-        raise ValueError(f"{state_dir} holds no 'target' (parameters) entry.")
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), tree["target"])

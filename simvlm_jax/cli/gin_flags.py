@@ -1,4 +1,11 @@
-"""Gin plumbing for the entry points (T5X's `gin_utils` names): flags, required macros, config.gin."""
+"""Gin plumbing for the entry points (T5X's `gin_utils` names): flags, gin files, required macros, config.gin.
+
+Gin files are found by name from any working directory: `--gin_file=gin/tiny_cpu.gin` (or `tiny_cpu.gin`)
+is read from the path as given when it exists, else from `--gin_search_paths`, else from the gin files
+installed with the package (`simvlm_jax/gin/`). The files include each other as
+`simvlm_jax.gin.models/tiny.gin` (gin's package-resource form), which both trainers resolve anywhere.
+Every mistake found here raises `ConfigError` (a one-line message, see `cli.errors`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from typing import Callable, Optional, Sequence
 import gin
 import jax
 from absl import app, logging
+
+from simvlm_jax.training.config_checks import ConfigError
 
 _REQUIRED_MARK = "%gin.REQUIRED"
 _BARE_WORD = re.compile(r"^[A-Za-z0-9_./~:+-]+$")
@@ -89,7 +98,7 @@ def check_command_line_macros(gin_bindings: Sequence[str]) -> None:
             continue
         close = difflib.get_close_matches(name, [m for m in known if m != name], n=3)
         hint = f" Did you mean {' or '.join(close)}?" if close else " Remove it, or bind the parameter directly."
-        raise ValueError(f"Gin macro {name} is set (by '{binding}') but no configuration uses it.{hint}")
+        raise ConfigError(f"Gin macro {name} is set (by '{binding}') but no configuration uses it.{hint}")
 
 
 def explain_gin_error(error: Exception) -> str:
@@ -125,6 +134,44 @@ def _parameters_of(selector: str) -> list[str]:
         return []
 
 
+PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def define_flags() -> None:
+    """T5X's flags for the gin entry points (train, eval, infer)."""
+    from absl import flags
+
+    flags.DEFINE_multi_string("gin_file", None, "Gin files to parse, in order (repeatable); e.g. gin/tiny_cpu.gin.")
+    flags.DEFINE_multi_string("gin_bindings", [], "Individual gin bindings; --gin.NAME=VALUE is shorthand.")
+    flags.DEFINE_list("gin_search_paths", [], "Folders searched for gin files before the installed ones.")
+    flags.DEFINE_string("tfds_data_dir", None, "Overrides the TFDS data dir of every task.")
+    flags.DEFINE_bool("multiprocess_gpu", False, "Multi-process GPU run (set the coordinator flags too).")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for jax.distributed.")
+    flags.DEFINE_integer("process_count", None, "Number of processes (multi-host).")
+    flags.DEFINE_integer("process_index", None, "This process's index (multi-host).")
+
+
+def resolve_gin_file(name: str, search_paths: Sequence[str] = ()) -> str:
+    """The path of gin file `name`: as given, else under a search path, else among the installed gin files
+    (where a leading `gin/` is optional). Raises ConfigError listing where it looked."""
+    if os.path.isfile(name) or os.path.isabs(name):
+        if os.path.isfile(name):
+            return name
+    candidates = [os.path.join(p, name) for p in search_paths]
+    installed = name[len("gin/"):] if name.startswith("gin/") else name
+    candidates.append(os.path.join(PACKAGE_GIN_DIR, installed))
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    available = sorted(os.path.relpath(os.path.join(d, f), PACKAGE_GIN_DIR)
+                       for d, _, files in os.walk(PACKAGE_GIN_DIR) for f in files if f.endswith(".gin"))
+    close = difflib.get_close_matches(installed, available, n=3)
+    hint = f" Did you mean {' or '.join('gin/' + c for c in close)}?" if close else (
+        f" Installed gin files: {', '.join('gin/' + a for a in available if '/' not in a)}.")
+    raise ConfigError(f"Gin file {name!r} not found (looked in the working directory"
+                      f"{', ' + ', '.join(search_paths) if search_paths else ''} and {PACKAGE_GIN_DIR}).{hint}")
+
+
 def parse_gin_flags(
     gin_search_paths: Sequence[str],
     gin_files: Sequence[str],
@@ -136,14 +183,15 @@ def parse_gin_flags(
     for path in gin_search_paths:
         gin.add_config_file_search_path(path)
     if not gin_files:
-        raise ValueError("No --gin_file given: e.g. --gin_file=gin/tiny_cpu.gin")
+        raise ConfigError("No --gin_file given: e.g. --gin_file=gin/tiny_cpu.gin")
+    gin_files = [resolve_gin_file(f, gin_search_paths) for f in gin_files]
     try:
         gin.parse_config_files_and_bindings(gin_files, gin_bindings, skip_unknown=skip_unknown, finalize_config=False)
-    except ValueError as error:
-        raise ValueError(explain_gin_error(error)) from None
+    except (ValueError, ImportError, SyntaxError, OSError) as error:
+        raise ConfigError(explain_gin_error(error)) from None
     missing = missing_required_macros()
     if missing:
-        raise ValueError(
+        raise ConfigError(
             "Required gin macro(s) not set: "
             + ", ".join(missing)
             + ". Set each with --gin.NAME=VALUE, e.g. "
@@ -173,14 +221,20 @@ def configurable_main(fn: Callable) -> Callable[[Sequence[str]], None]:
     def main(argv: Sequence[str]) -> None:
         from absl import flags
 
-        from simvlm_jax import train as train_lib
+        from simvlm_jax.cli import errors
 
         del argv
         flag_values = flags.FLAGS
+        verbosity = flag_values.verbosity if flag_values["verbosity"].present else 0
+        if not flag_values["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
         configured = gin.configurable(fn)
-        parse_gin_flags(flag_values.gin_search_paths + train_lib.default_gin_search_paths(),
-                        flag_values.gin_file, flag_values.gin_bindings)
-        configured()
+
+        def configure_and_run():
+            parse_gin_flags(flag_values.gin_search_paths, flag_values.gin_file, flag_values.gin_bindings)
+            configured()
+
+        errors.run_reporting_configuration_errors(configure_and_run, fn.__name__, verbosity)
 
     return main
 

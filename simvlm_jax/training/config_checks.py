@@ -31,19 +31,25 @@ class ConfigError(ValueError):
 
 
 def check_model_dir(model_dir: str, needed_bytes: int = 0) -> None:
-    """MODEL_DIR is (or can be made) a writable directory with at least `needed_bytes` free."""
+    """MODEL_DIR is a writable directory, or one that can be made, with at least `needed_bytes` free.
+
+    Nothing is created: a missing MODEL_DIR is judged by its nearest existing parent."""
     fix = "choose another directory with --gin.MODEL_DIR=..."
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ConfigError(f"MODEL_DIR {model_dir!r} is a file, not a directory; {fix}")
+    existing = os.path.abspath(model_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = "MODEL_DIR" if existing == os.path.abspath(model_dir) else f"{existing!r}, a parent of MODEL_DIR,"
+        raise ConfigError(f"{what} {model_dir!r} is a file, not a directory; {fix}" if what == "MODEL_DIR" else
+                          f"MODEL_DIR {model_dir!r} cannot be made: {what} is a file; {fix}")
     try:
-        os.makedirs(model_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=model_dir, prefix=".write_test"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write_test"):
             pass
     except OSError as error:
-        raise ConfigError(f"MODEL_DIR {model_dir!r} is not writable ({error.strerror}); {fix} "
+        raise ConfigError(f"MODEL_DIR {model_dir!r} is not writable ({error.strerror} in {existing}); {fix} "
                           "or fix its permissions.") from error
     if needed_bytes:
-        free = shutil.disk_usage(model_dir).free
+        free = shutil.disk_usage(existing).free
         wanted = int(needed_bytes * DISK_HEADROOM)
         if free < wanted:
             raise ConfigError(

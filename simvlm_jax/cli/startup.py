@@ -1,0 +1,86 @@
+"""The first thing every entry point does, before TensorFlow or JAX is imported.
+
+    if __name__ == "__main__":
+        from simvlm_jax.cli import startup
+        startup.begin()          # may replace the process (once) with the huge-page tunable set
+
+Imports only the standard library, so the cost of a re-exec is the interpreter's start, not a second
+TensorFlow/JAX import. What it does:
+- quiets the libraries' start-up chatter unless `-v`/`--verbosity` is on the command line:
+  TensorFlow's C++ log lines (`TF_CPP_MIN_LOG_LEVEL=2`), XLA's (`TF_CPP_MIN_LOG_LEVEL` is read by
+  both), and the CUDA probe of a CPU-only TensorFlow (`CUDA_VISIBLE_DEVICES` is not touched: JAX may
+  still use a GPU);
+- re-executes once with glibc's huge-page tunable where that helps: on the CPU backend only (see
+  `host_memory`); on a GPU or TPU host the step temporaries live on the accelerator.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from simvlm_jax.cli import host_memory
+
+
+def verbose(argv: list[str] | None = None) -> bool:
+    """Whether the command line asks for more than the default output (-v / --verbosity)."""
+    for arg in (sys.argv if argv is None else argv)[1:]:
+        if arg in ("-v", "--v") or arg.startswith(("-v=", "--v=", "--verbosity", "-verbosity")):
+            return True
+        if arg.startswith("-v") and arg[2:].isdigit():
+            return True
+    return False
+
+
+def accelerator_expected(environ: dict[str, str] | None = None) -> bool:
+    """Whether JAX will likely run on a GPU or TPU here, judged without importing JAX.
+
+    JAX_PLATFORMS decides when it is set; otherwise an installed GPU/TPU plugin together with its device
+    nodes (/dev/nvidia*, /dev/accel*, /dev/vfio) means an accelerator."""
+    environ = os.environ if environ is None else environ
+    platforms = environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        return platforms.split(",")[0] not in ("cpu", "")
+    has_plugin = any(importlib.util.find_spec(name) is not None
+                     for name in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu", "jax_rocm7_plugin"))
+    has_device = any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/accel0", "/dev/vfio/0", "/dev/kfd"))
+    return has_plugin and has_device
+
+
+def begin() -> None:
+    """Re-exec with host huge pages on the CPU backend, then load TensorFlow quietly (unless verbose)."""
+    if not accelerator_expected():
+        host_memory.reexec_with_huge_pages()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load_tensorflow(quiet=not verbose())
+
+
+def load_tensorflow(quiet: bool = True) -> None:
+    """Imports TensorFlow and hides its GPUs (it only feeds data; JAX owns the accelerators).
+
+    TensorFlow 2.21 writes its start-up lines (oneDNN, CUDA stubs, CPU features, cuInit) from C++
+    before its log level is read, so they are kept off the terminal by pointing file descriptor 2 at
+    a temporary file for the import; the file is replayed if the import fails."""
+    import tempfile
+
+    saved = os.dup(2) if quiet else None
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        if quiet:
+            sys.stderr.flush()
+            os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.set_visible_devices([], "GPU")
+        except BaseException:
+            if quiet:
+                os.dup2(saved, 2)
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            if quiet:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)

@@ -1,0 +1,348 @@
+"""The training loop: `train(...)`, plain Python with T5X's keyword names (the command line is
+`simvlm_jax/train.py`, which applies gin).
+
+`train` first runs `preflight`: every check that needs neither data nor a compiled step (model dir,
+tasks, feature lengths, image size, vocabulary, batch size, restore path, a memory estimate), raising
+`ConfigError` and writing nothing when one fails. Only then are the data pipeline, the train state and
+the compiled step built.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+from absl import logging
+
+from simvlm_jax.training import checkpoints
+from simvlm_jax.training import config_checks
+from simvlm_jax.training import curves
+from simvlm_jax.model import loss_metrics as metrics_lib
+from simvlm_jax.data import bad_records, loader
+from simvlm_jax.data.feature_converter import model_input_specs
+from simvlm_jax.training import memory_estimate
+from simvlm_jax.training.config_checks import ConfigError
+from simvlm_jax.training.numerics import NumericsMonitor
+from simvlm_jax.training.prefetch import prefetch_to_device
+from simvlm_jax.training.preemption import StopRequest
+from simvlm_jax.training.trainer import Trainer, TrainState, TrainStateLayout
+from simvlm_jax.training.evaluators import InferenceEvaluator, TrainingEvaluator
+from simvlm_jax.training.logs import ProgressLog, SummaryWriters
+
+
+def train(
+    *,
+    model,
+    train_dataset_cfg,
+    train_eval_dataset_cfg=None,
+    infer_eval_dataset_cfg=None,
+    checkpoint_cfg,
+    partitioner,
+    trainer_cls: Callable[..., Trainer] = Trainer,
+    model_dir: str,
+    total_steps: int,
+    eval_steps: int = 20,
+    eval_period: int = 1000,
+    relative_steps: Optional[int] = None,
+    stats_period: Optional[int] = None,
+    random_seed: Optional[int] = None,
+    summarize_config_fn: Optional[Callable] = None,
+    run_eval_before_training: bool = False,
+    use_orbax: bool = True,
+    num_samples_to_log: int = 4,
+    prefetch_batches: int = 2,
+    nan_policy: str = "skip_step",
+    bad_record_policy: str = "skip",
+    loss_spike_factor: float = 3.0,
+    **unused_t5x_kwargs: Any,
+) -> tuple[int, TrainState]:
+    """Trains `model` to `total_steps` (or `relative_steps` past the restored step); returns (step, state).
+
+    Resumes from the newest checkpoint in `model_dir` (including the data iterator when it was saved),
+    else from `checkpoint_cfg.restore.path`, else from scratch. Keyword names are T5X's, plus
+    `prefetch_batches` (batches put on the devices ahead of the step, see `_device_batches`) and the
+    reliability policies (docs/reliability.md): `nan_policy` 'skip_step' | 'stop' for steps with a
+    non-finite loss or update, `bad_record_policy` 'skip' | 'fail' for corrupt input records, and
+    `loss_spike_factor` (a warning when an interval's loss exceeds that multiple of its running mean).
+    The configuration is checked (model dir, feature lengths, image size, vocabulary, batch size)
+    before anything is compiled.
+    """
+    if not use_orbax:
+        raise ConfigError("Only Orbax checkpoints are supported: remove train.use_orbax = False.")
+    _check_unused_kwargs(unused_t5x_kwargs)
+    monitor = NumericsMonitor(nan_policy, loss_spike_factor)
+    save_cfg, restore_cfg = checkpoint_cfg.save, checkpoint_cfg.restore
+    _check_counts(total_steps=total_steps, eval_period=eval_period, eval_steps=eval_steps, stats_period=stats_period,
+                  relative_steps=relative_steps, save_period=save_cfg.period if save_cfg else None,
+                  checkpoints_to_keep=save_cfg.keep if save_cfg else None)
+    layout, (restore_path, restore_dataset) = preflight(model, train_dataset_cfg, partitioner, model_dir, save_cfg, restore_cfg,
+                       bad_record_policy=bad_record_policy)
+    # Nothing was written before this point.
+    os.makedirs(model_dir, exist_ok=True)
+    bad_records.configure(bad_record_policy)
+    checkpoints.remove_incomplete(model_dir)
+    stats_period = stats_period or eval_period
+    seed = random_seed if random_seed is not None else int(time.time())
+    logging.info("Random seed: %d", seed)
+
+    # ---------------------------------------------------------------- data
+    layout_info = partitioner.get_data_layout(train_dataset_cfg.batch_size)
+    train_ds = loader.get_dataset(train_dataset_cfg, layout_info.shard_id, layout_info.num_shards)
+    _check_dataset_matches(train_ds, layout.input_shapes, layout_info.num_shards)
+    train_iter = iter(train_ds)  # a tf.data iterator: checkpointable
+
+    # ---------------------------------------------------------------- train state
+    manager = checkpoints.CheckpointManager(model_dir, keep=save_cfg.keep if save_cfg else None)
+    state = _restore_or_initialize(layout, manager, restore_path, restore_dataset, train_iter, seed)
+    start_step = int(jax.device_get(state.step))
+    if relative_steps:
+        total_steps = start_step + relative_steps
+
+    writers = SummaryWriters(model_dir)
+    if jax.process_index() == 0:
+        with open(os.path.join(model_dir, "model-info.txt"), "w") as f:
+            f.write("\n".join(layout.model_info_lines()) + "\n")
+    if summarize_config_fn is not None:
+        summarize_config_fn(model_dir, writers.train, start_step)
+
+    evaluator = None
+    if train_eval_dataset_cfg is not None:
+        evaluator = TrainingEvaluator(
+            train_eval_dataset_cfg, layout_info, eval_steps, writers, model.output_vocabulary, num_samples_to_log
+        )
+    infer_evaluator = None
+    if infer_eval_dataset_cfg is not None:
+        infer_evaluator = InferenceEvaluator(infer_eval_dataset_cfg, model, os.path.join(model_dir, "inference_eval"))
+    trainer = trainer_cls(
+        model=model, train_state=state, partitioner=partitioner,
+        eval_names=evaluator.task_names if evaluator else (), summary_dir=model_dir,
+        train_state_axes=layout.logical_axes, rng=jax.random.fold_in(jax.random.key(seed), 1),
+    )
+
+    # ---------------------------------------------------------------- loop
+    def save(step):
+        if save_cfg is None:
+            logging.warning("No SaveCheckpointConfig: nothing saved at step %d.", step)
+            return
+        manager.save(step, trainer.train_state.to_checkpoint_tree(), train_iter if save_cfg.save_dataset else None)
+
+    if run_eval_before_training:
+        if evaluator:
+            evaluator.evaluate(trainer, start_step)
+        if infer_evaluator:
+            infer_evaluator.evaluate(trainer.train_state.params, start_step)
+    progress = ProgressLog(start_step, total_steps, train_dataset_cfg.batch_size)
+    pending: list = []
+    batches = _device_batches(train_iter, trainer, prefetch_batches, save_cfg)
+    step = start_step
+    with StopRequest() as stop:
+        while step < total_steps:
+            pending.append(trainer.train_step(next(batches)))
+            step += 1
+            saving = _is_save_step(save_cfg, step)
+            # Every save is a sync point, so a non-finite step is seen (nan_policy) before it is saved.
+            at_sync_point = step % stats_period == 0 or step == total_steps or step == start_step + 1 or saving
+            if at_sync_point:
+                summary = metrics_lib.compute_metrics(metrics_lib.merge_metrics(pending))  # the only host sync
+                pending = []
+                summary.update(progress.update(step, summary))
+                summary.update(monitor.observe(step, summary))
+                summary.update(_skipped_record_scalars())
+                writers.train.write_scalars(step, summary)
+            if stop.should_stop(step, at_sync_point):
+                save(step)
+                print(f"Stopped by {stop.signal_name or 'another host'} at step {step}; checkpoint_{step} is saved. "
+                      "Rerun the same command to continue.", flush=True)
+                break
+            if saving:
+                save(step)
+            if step % eval_period == 0 or step == total_steps:
+                if evaluator:
+                    evaluator.evaluate(trainer, step)
+                if infer_evaluator:
+                    infer_evaluator.evaluate(trainer.train_state.params, step)
+    if save_cfg and checkpoints.latest_step(model_dir) != step:
+        save(step)
+    writers.flush()
+    if jax.process_index() == 0:
+        _write_curves(model_dir)
+    _print_locations(model_dir, step)
+    return step, trainer.train_state
+
+
+def preflight(model, dataset_cfg, partitioner, model_dir: str, save_cfg=None, restore_cfg=None,
+              bad_record_policy: str = "skip", check_memory: bool = True) -> tuple[TrainStateLayout, tuple]:
+    """Every check that needs no data and no compiled step. Returns the train state's layout (shapes only,
+    nothing allocated) and what to restore: (checkpoint dir or None, with the data iterator). Raises
+    ConfigError naming the problem and the fix; writes nothing."""
+    try:
+        if bad_record_policy not in bad_records.POLICIES:
+            raise ConfigError(f"bad_record_policy must be one of {bad_records.POLICIES}, got {bad_record_policy!r}.")
+        if not isinstance(dataset_cfg.batch_size, int) or dataset_cfg.batch_size < 1:
+            raise ConfigError(f"BATCH_SIZE must be a positive integer, got {dataset_cfg.batch_size!r}.")
+        config_checks.check_model_dir(model_dir)
+        loader.import_task_module(dataset_cfg.module)
+        config_checks.check_training_config(model, dataset_cfg)
+        layout_info = partitioner.get_data_layout(dataset_cfg.batch_size)
+        restore = _checkpoint_to_restore(model_dir, restore_cfg, save_cfg)
+        shapes, types = model_input_specs(dataset_cfg.task_feature_lengths, dataset_cfg.batch_size)
+        layout = TrainStateLayout(model, partitioner, shapes, types)
+        if restore[0] is not None:
+            config_checks.check_checkpoint_shapes(restore[0], _flat_shapes(layout.shapes.params))
+    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(str(error)) from error
+    if save_cfg is not None:
+        config_checks.check_model_dir(model_dir, needed_bytes=config_checks.state_bytes(layout.shapes))
+    if check_memory:
+        _check_memory(model, dataset_cfg, partitioner, layout, layout_info.num_shards)
+    return layout, restore
+
+
+def _check_counts(**counts: Optional[int]) -> None:
+    """Step counts and periods are positive integers (None where optional)."""
+    macros = {"total_steps": "TRAIN_STEPS", "eval_period": "EVAL_PERIOD", "eval_steps": "EVAL_STEPS",
+              "save_period": "CHECKPOINT_PERIOD", "checkpoints_to_keep": "CHECKPOINTS_TO_KEEP",
+              "stats_period": "train.stats_period", "relative_steps": "train.relative_steps"}
+    for name, value in counts.items():
+        if value is None and name != "total_steps":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            extra = " (None keeps every checkpoint)" if name == "checkpoints_to_keep" else ""
+            raise ConfigError(f"{macros[name]} must be a positive integer{extra}, got {value!r}.")
+
+
+def _check_memory(model, dataset_cfg, partitioner, layout: TrainStateLayout, num_hosts: int) -> None:
+    """The memory estimate of one step (training/memory_estimate.py) against this machine's memory."""
+    devices = jax.local_devices()
+    abstract = layout.abstract_state()
+
+    def per_device_bytes(tree) -> int:
+        return sum(int(np.prod(s.sharding.shard_shape(s.shape))) * np.dtype(s.dtype).itemsize
+                   for s in jax.tree.leaves(tree))
+
+    per_device_batch = max(1, dataset_cfg.batch_size // partitioner.data_parallel_size)
+    estimate = memory_estimate.estimate(
+        model.module.config, dataset_cfg.task_feature_lengths, per_device_batch, per_device_bytes(abstract),
+        per_device_bytes(abstract.params), host_batch=dataset_cfg.batch_size // num_hosts,
+        shuffle=bool(dataset_cfg.shuffle))
+    limit = None
+    if devices[0].platform != "cpu":
+        stats = devices[0].memory_stats() or {}
+        limit = stats.get("bytes_limit")
+    memory_estimate.check(estimate, memory_estimate.host_memory_bytes(), len(devices), limit)
+    logging.info("Memory estimate: %s", estimate.describe())
+
+
+def _check_dataset_matches(dataset, expected_shapes, num_hosts: int) -> None:
+    """The pipeline's batches have the shapes the train state was laid out for (per host)."""
+    for name, spec in dataset.element_spec.items():
+        want = expected_shapes.get(name)
+        got = (spec.shape[0] * num_hosts, *spec.shape[1:])
+        if want is not None and tuple(got) != tuple(want):
+            raise ConfigError(f"The input pipeline gives {name} of shape {tuple(got)} but the model expects "
+                              f"{tuple(want)}: check the task's preprocessors and TASK_FEATURE_LENGTHS.")
+
+
+def _write_curves(model_dir: str) -> None:
+    """MODEL_DIR/curves.png from the run's summaries; a plotting problem never fails a finished run."""
+    try:
+        curves.plot(model_dir)
+    except Exception as error:  # noqa: BLE001 (the checkpoint is saved; the picture is a convenience)
+        logging.warning("Could not write %s/curves.png: %s", model_dir, error)
+
+
+def _device_batches(train_iter, trainer: Trainer, prefetch_batches: int, save_cfg):
+    """Batches already sharded onto the devices, `prefetch_batches` ahead of the step loop. No
+    prefetch when the data iterator is checkpointed: it would be saved that many batches ahead."""
+    if save_cfg is not None and save_cfg.save_dataset:
+        prefetch_batches = 0
+    return prefetch_to_device(loader.numpy_batches(train_iter), trainer.shard_batch, prefetch_batches)
+
+
+# Arguments of t5x.train.train that this trainer accepts and ignores (so T5X gin files still run).
+T5X_ONLY_ARGUMENTS = ("use_hardware_rng", "inference_evaluator_cls", "get_dataset_fn", "concurrent_metrics",
+                      "actions", "train_eval_get_dataset_fn", "train_state_initializer_cls",
+                      "verify_matching_vocabs_fn", "gc_period", "skip_fn", "hardware_rng")
+
+
+def _check_unused_kwargs(kwargs: dict) -> None:
+    """T5X-only arguments are ignored with a warning; any other name is a misspelling and fails."""
+    import difflib
+    import inspect
+
+    ours = [p for p in inspect.signature(train).parameters if p != "unused_t5x_kwargs"]
+    for name in kwargs:
+        if name in T5X_ONLY_ARGUMENTS:
+            logging.warning("train(): ignoring T5X argument %r, which the simvlm-jax trainer does not use.", name)
+            continue
+        close = difflib.get_close_matches(name, ours, n=3)
+        raise ConfigError(f"train() has no argument {name!r}"
+                        + (f"; did you mean {' or '.join('train.' + c for c in close)}?" if close else
+                           f"; its arguments are {', '.join(ours)}."))
+
+
+def _is_save_step(save_cfg, step: int) -> bool:
+    return bool(save_cfg and ((save_cfg.period and step % save_cfg.period == 0)
+                              or step in (save_cfg.checkpoint_steps or ())))
+
+
+def _skipped_record_scalars() -> dict[str, float]:
+    """data/skipped_records/<reason> (since this process started) for TensorBoard; logs a line if any."""
+    counts = bad_records.skipped_counts()
+    if counts:
+        logging.warning("Skipped input records so far: %s", counts)
+        print("skipped records: " + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())), flush=True)
+    return {f"data/skipped_records/{reason}": float(n) for reason, n in counts.items()}
+
+
+def _print_locations(model_dir: str, step: int) -> None:
+    if jax.process_index() != 0:
+        return
+    print(f"Finished at step {step}.\n"
+          f"  checkpoints:  {os.path.join(model_dir, 'checkpoint_<step>')} (newest: checkpoint_{checkpoints.latest_step(model_dir)})\n"
+          f"  TensorBoard:  tensorboard --logdir={model_dir}   (train/, training_eval/<task>/, inference_eval/)\n"
+          f"  curves:       {os.path.join(model_dir, 'curves.png')}\n"
+          f"  config:       {os.path.join(model_dir, 'config.gin')}, {os.path.join(model_dir, 'model-info.txt')}",
+          flush=True)
+
+
+def _checkpoint_to_restore(model_dir, restore_cfg, save_cfg) -> tuple[Optional[str], bool]:
+    """(checkpoint dir, with data iterator): the newest checkpoint of this run, else the configured restore
+    path, else (None, False) for a fresh start. A configured path that does not exist is a ConfigError
+    unless `fallback_to_scratch`."""
+    own = checkpoints.latest_step(model_dir) if os.path.isdir(model_dir) else None
+    if own is not None:
+        return checkpoints.checkpoint_dir(model_dir, own), bool(save_cfg and save_cfg.save_dataset)
+    if restore_cfg is None or not restore_cfg.path:
+        return None, False
+    configured = restore_cfg.path if isinstance(restore_cfg.path, str) else restore_cfg.path[0]
+    try:
+        return checkpoints.resolve_checkpoint_path(configured), bool(restore_cfg.restore_dataset)
+    except FileNotFoundError as error:
+        if not restore_cfg.fallback_to_scratch:
+            raise ConfigError(f"{error} Set --gin.INITIAL_CHECKPOINT_PATH (or utils.RestoreCheckpointConfig.path) to "
+                              "a checkpoint_<step> folder or a model dir that holds one.") from None
+        logging.warning("No checkpoint at %s; starting from scratch (fallback_to_scratch).", configured)
+        return None, False
+
+
+def _restore_or_initialize(layout, manager, path: Optional[str], with_dataset: bool, train_iter, seed) -> TrainState:
+    """The state restored from checkpoint `path` (shapes checked in preflight), or a fresh one."""
+    if path is None:
+        return layout.initialize(jax.random.key(seed))
+    tree = manager.restore(path, layout.abstract_state().to_checkpoint_tree(), train_iter if with_dataset else None)
+    state = TrainState.from_checkpoint_tree(tree)
+    print(f"Restored {path} (step {int(jax.device_get(state.step))}"
+          f"{', with the data iterator' if with_dataset else ''}); continuing.", flush=True)
+    return state
+
+
+def _flat_shapes(params) -> dict[str, tuple]:
+    import flax
+
+    return {name: tuple(leaf.shape) for name, leaf in flax.traverse_util.flatten_dict(params, sep="/").items()}
