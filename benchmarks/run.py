@@ -4,7 +4,7 @@ r"""The benchmark suite: throughput and MFU against a matmul peak measured in th
     python -m benchmarks.run --suite=gpu --out=/tmp/bench_gpu.json   # one GPU, bf16 Base
 
 Prints a table and writes JSON; docs/performance.md explains every key. The FLOPs behind
-`train_gflops` are analytic (simvlm_jax/flops.py) and printed next to XLA's own count.
+`train_gflops` are analytic (simvlm_jax/model/flops.py) and printed next to XLA's own count.
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
 r"""Caption your own images (or answer a question about them) with a trained SimVLM checkpoint.
 
     python -m simvlm_jax.caption --checkpoint=/tmp/simvlm_tiny photo.jpg scan.png
+    python -m simvlm_jax.caption --checkpoint=/tmp/simvlm_tiny photos/ [--recursive]
     python -m simvlm_jax.caption --checkpoint=/tmp/simvlm_tiny/checkpoint_1200 --prompt="a picture of" a.jpg
     python -m simvlm_jax.caption --checkpoint=/tmp/simvlm_tiny --question="what colour is the circle?" a.png
     python -m simvlm_jax.caption --checkpoint=/tmp/simvlm_tiny --beam_size=4 --max_decode_length=20 a.jpg
 
 --checkpoint is a model directory written by `python -m simvlm_jax.train` (its newest checkpoint is
 used) or one of its checkpoint_<step> folders; the model is rebuilt from the directory's config.gin.
+
+A directory stands for the image files in it (by extension: .jpg .jpeg .png .gif .bmp .webp .tif .tiff
+.ppm .pgm .pbm, any case), sorted by name; --recursive adds those in its sub-directories. A directory
+without image files gets an "error" line.
 
 Output (stdout): one JSON object per image, one per line, in the order given:
     {"image": "photo.jpg", "text": "..."}
@@ -100,6 +105,30 @@ def _pil_to_rgb(image) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ImageReadError(f"cannot convert image mode {mode!r} to RGB")
     return array
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+
+
+def expand_inputs(paths: Sequence[str], recursive: bool = False) -> list[tuple[str, Optional[str]]]:
+    """(path, error or None) for each image to caption: files as given, directories replaced by their
+    image files (sorted; sub-directories too when `recursive`), an empty directory by an error entry."""
+    expanded: list[tuple[str, Optional[str]]] = []
+    for path in paths:
+        if not os.path.isdir(path):
+            expanded.append((path, None))
+            continue
+        if recursive:
+            found = [os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
+        else:
+            found = [os.path.join(path, name) for name in os.listdir(path)]
+        images = sorted(p for p in found if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p))
+        if images:
+            expanded.extend((image, None) for image in images)
+        else:
+            where = "or below it " if recursive else ""
+            expanded.append((path, f"a directory with no image files in it {where}({', '.join(IMAGE_EXTENSIONS)})"))
+    return expanded
 
 
 def read_image(path: str) -> np.ndarray:
@@ -230,7 +259,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m simvlm_jax.caption", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to caption")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of them")
+    parser.add_argument("--recursive", action="store_true", help="include images in sub-directories of a directory")
     parser.add_argument("--checkpoint", required=True,
                         help="a model directory (newest checkpoint) or a checkpoint_<step> folder")
     text = parser.add_mutually_exclusive_group()
@@ -279,8 +309,12 @@ def _run(args: argparse.Namespace, emit) -> int:
         tf.config.set_visible_devices([], "GPU")  # TF only resizes images here; the GPU is JAX's
     except Exception:
         pass
+    from simvlm_jax.training.logs import CountProgress
+
+    inputs = expand_inputs(args.images, args.recursive)
     try:
-        batch_size = min(args.batch_size, len(args.images))  # a fixed batch shape: one compilation
+        # One fixed batch shape (one compilation), no larger than the number of images.
+        batch_size = min(args.batch_size, max(1, sum(error is None for _, error in inputs)))
         captioner = Captioner(args.checkpoint, args.max_decode_length, args.beam_size, batch_size)
         _warn_if_vocabulary_missing(captioner.model.input_vocabulary)
         prefix = captioner.encode_text(args.question if args.question is not None else args.prompt)
@@ -289,7 +323,8 @@ def _run(args: argparse.Namespace, emit) -> int:
         return 1
 
     # Results go out in argument order; an image's line waits only for its own batch.
-    records: list[Optional[dict]] = [None] * len(args.images)
+    records: list[Optional[dict]] = [None] * len(inputs)
+    progress = CountProgress("captioned", len(inputs), out=sys.stderr)
     pending: list[tuple[int, np.ndarray]] = []
     emitted = 0
     succeeded = 0
@@ -308,14 +343,19 @@ def _run(args: argparse.Namespace, emit) -> int:
             texts = captioner.caption([image for _, image in pending], prefix)
         except Exception as e:  # noqa: BLE001 - report per image, keep going
             for index, _ in pending:
-                records[index] = {"image": args.images[index], "error": f"captioning failed: {e}"}
+                records[index] = {"image": inputs[index][0], "error": f"captioning failed: {e}"}
         else:
             for (index, _), text in zip(pending, texts):
-                records[index] = {"image": args.images[index], "text": text}
+                records[index] = {"image": inputs[index][0], "text": text}
                 succeeded += 1
+        progress.advance(len(pending))
         pending.clear()
 
-    for index, path in enumerate(args.images):
+    for index, (path, error) in enumerate(inputs):
+        if error is not None:
+            records[index] = {"image": path, "error": error}
+            flush_ready()
+            continue
         try:
             image = preprocess(read_image(path), captioner.image_size)
         except ImageReadError as e:

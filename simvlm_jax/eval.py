@@ -27,6 +27,7 @@ from simvlm_jax.training import config_checks  # noqa: E402
 from simvlm_jax.cli import model_dir as restore  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
 from simvlm_jax.model.inference import ModelRunner  # noqa: E402
+from simvlm_jax.training.evaluators import EVALUATION_LOGGERS, decoding_progress  # noqa: E402
 
 
 def evaluate(
@@ -59,10 +60,10 @@ def evaluate(
         eval_split=split,
         sequence_length=lengths,
         num_examples=num_examples,
-        logger_cls=[seqio.JSONLogger, seqio.TensorBoardLogger],
+        logger_cls=EVALUATION_LOGGERS,
         log_dir=output_dir,
     )
-    runner = ModelRunner(model, params, batch_size, decoder_params)
+    runner = ModelRunner(model, params, batch_size, decoder_params, on_dataset=decoding_progress("eval"))
     all_metrics, _ = evaluator.evaluate(
         compute_metrics=True, step=step, predict_fn=runner.predict_fn, score_fn=runner.score_fn)
     results = {task: {k: float(v) for k, v in metrics.items()} for task, metrics in all_metrics.result().items()}

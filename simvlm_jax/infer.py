@@ -5,7 +5,9 @@ r"""Write a checkpoint's predictions for a task's split to JSONL (T5X's infer.py
         --gin.INFER_OUTPUT_DIR=runs/tiny_cpu/infer
 
 One file per task, `<INFER_OUTPUT_DIR>/<task>-<split>.jsonl`, one JSON object per example:
-{"index": i, "inputs": text prefix, "target": reference text, "prediction": decoded text}.
+{"index": i, "id": the record's id (when the task keeps one, e.g. an image or question id),
+ "inputs": text prefix, "target": reference text, "prediction": decoded text}. A progress line with an
+ETA is printed every 10 s while decoding.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from simvlm_jax.cli import model_dir as restore  # noqa: E402
 from simvlm_jax.training import checkpoints  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
 from simvlm_jax.model.inference import ModelRunner, decode_tokens  # noqa: E402
+from simvlm_jax.training.logs import CountProgress  # noqa: E402
 
 
 def infer(
@@ -55,20 +58,39 @@ def infer(
         examples = task.get_dataset(lengths, split=split, shuffle=False, num_epochs=1, try_in_mem_cache=False)
         if num_examples:
             examples = examples.take(num_examples)
+        expected = _expected_count(task, split, num_examples)
+        runner.on_dataset = lambda count, expected=expected: CountProgress("infer", count or expected)
         features = model.FEATURE_CONVERTER_CLS(pack=False)(examples, lengths)
         predictions = dict(runner.predict_fn(features.enumerate()))
         path = os.path.join(output_dir, f"{task_name}-{split}.jsonl")
         with open(path, "w") as f:
             for index, example in enumerate(examples.as_numpy_iterator()):
-                f.write(json.dumps({
-                    "index": index,
-                    "inputs": decode_tokens(vocabulary, example["inputs"]),
-                    "target": decode_tokens(vocabulary, example["targets"]),
-                    "prediction": decode_tokens(vocabulary, predictions[index]),
-                }) + "\n")
+                f.write(json.dumps(_record(index, example, predictions[index], vocabulary)) + "\n")
         print(f"{task_name}: {len(predictions)} predictions -> {path}", flush=True)
         written.append(path)
     return written
+
+
+def _expected_count(task, split: str, num_examples: Optional[int]) -> Optional[int]:
+    """How many examples `split` should give (for the ETA; records the preprocessors drop make it fewer)."""
+    try:
+        available = task.num_input_examples(split)
+    except Exception:  # noqa: BLE001 (a source that cannot count: no ETA)
+        available = None
+    if available is None:
+        return num_examples
+    return min(available, num_examples) if num_examples else available
+
+
+def _record(index: int, example, prediction, vocabulary) -> dict:
+    """One JSONL line: the example's identity and texts (never its image)."""
+    record = {"index": index}
+    if "example_id" in example:
+        record["id"] = example["example_id"].decode("utf-8", errors="replace")
+    record["inputs"] = decode_tokens(vocabulary, example["inputs"])
+    record["target"] = decode_tokens(vocabulary, example["targets"])
+    record["prediction"] = decode_tokens(vocabulary, prediction)
+    return record
 
 
 if __name__ == "__main__":

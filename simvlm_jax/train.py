@@ -35,7 +35,7 @@ def main(argv) -> None:
     import seqio
     from absl import flags, logging
 
-    from simvlm_jax.cli import errors
+    from simvlm_jax.cli import errors, startup
     from simvlm_jax.data import bad_records
 
     del argv
@@ -43,6 +43,7 @@ def main(argv) -> None:
     verbosity = flag_values.verbosity if flag_values["verbosity"].present else 0
     if not flag_values["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # progress, evals and samples are printed; -v 0 for all logs
+        startup.drop_known_library_noise()
     if flag_values.coordinator_address:
         jax.distributed.initialize(flag_values.coordinator_address, flag_values.process_count,
                                    flag_values.process_index)

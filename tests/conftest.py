@@ -1,14 +1,12 @@
-"""Shared test set-up and helpers: a small embedded dataset prepared once per session, CPU-only JAX, one
-XLA compilation cache per session, gin as under the entry points, and a tiny model dir.
+"""Shared test set-up and fixtures: a small embedded dataset prepared once per session, CPU-only JAX, one
+XLA compilation cache per session, gin as under the entry points, and a tiny model dir. Helper functions
+live in tests/helpers.py.
 
 The embedded data goes to a fresh folder per session (never the user's cache) with the scene splits
 shrunk, so preparing it takes seconds; subprocess tests inherit SIMVLM_DATA_DIR and reuse it.
 """
 
-import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -25,9 +23,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN_DIR = os.path.join(REPO_ROOT, "simvlm_jax", "gin")  # the installed gin files (simvlm_jax/gin)
-TEST_SPLIT_SIZES = {"NUM_TRAIN": 1024, "NUM_VALIDATION": 128, "NUM_HELDOUT": 128}
+from tests.helpers import GIN_DIR, entry_point_gin  # noqa: E402
+
+TEST_SPLIT_SIZES = {"NUM_TRAIN": 1024, "NUM_VALIDATION": 48, "NUM_HELDOUT": 48}
 
 
 @pytest.fixture(scope="session")
@@ -39,41 +37,6 @@ def embedded_data_dir() -> str:
         setattr(scenes, name, value)
     embedded.prepare()
     return os.environ["SIMVLM_DATA_DIR"]
-
-
-def run_module(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs `python -m module args...` from outside the repository (as an installed user would); returns the
-    finished process."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
-@contextlib.contextmanager
-def entry_point_gin():
-    """Gin as under `python -m simvlm_jax.train` (or eval / infer): `__main__` has the entry functions that
-    the gin files bind as `train_script.train` etc.; the global gin config is cleared before and after."""
-    import gin
-
-    from simvlm_jax.eval import evaluate
-    from simvlm_jax.infer import infer
-    from simvlm_jax.training.loop import train
-
-    main_module = sys.modules["__main__"]
-    added = [name for name in ("train", "evaluate", "infer") if not hasattr(main_module, name)]
-    for name, fn in (("train", train), ("evaluate", evaluate), ("infer", infer)):
-        if name in added:
-            setattr(main_module, name, fn)
-    gin.clear_config(clear_constants=False)
-    gin.enter_interactive_mode()
-    try:
-        yield
-    finally:
-        gin.clear_config(clear_constants=False)
-        gin.exit_interactive_mode()
-        for name in added:
-            delattr(main_module, name)
 
 
 @pytest.fixture

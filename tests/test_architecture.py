@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 PACKAGE = os.path.join(REPO_ROOT, "simvlm_jax")
 # layer -> the layers it may import (besides itself). Entry points are the modules directly in simvlm_jax/.

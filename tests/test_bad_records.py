@@ -11,7 +11,7 @@ from PIL import Image
 
 from simvlm_jax.data import bad_records
 from tests import bad_data
-from tests.conftest import REPO_ROOT, run_module
+from tests.helpers import REPO_ROOT, run_module
 
 
 def test_every_image_mode_becomes_rgb_uint8_with_its_values_kept():
@@ -69,7 +69,8 @@ def _train_command(tmp_path, *extra):
     args = ["--gin_file=gin/tiny_cpu.gin", f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=4",
             "--gin.BATCH_SIZE=8", f"--gin.MIXTURE_OR_TASK_NAME={bad_data.TASK_NAME}",
             "--gin.MIXTURE_OR_TASK_MODULE=bad_pairs_tasks", "--gin.SHUFFLE_TRAIN_EXAMPLES=False",
-            "--gin.train.train_eval_dataset_cfg=None", "--gin.train.stats_period=2", *extra]
+            "--gin.train.train_eval_dataset_cfg=None", "--gin.train.infer_eval_dataset_cfg=None",
+            "--gin.train.stats_period=2", *extra]
     return run_module("simvlm_jax.train", *args, env=env, timeout=1200), expected, model_dir
 
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,28 @@ def test_question_beam_search_and_checkpoint_folder(model_dir, images):
 
     proc = run_module("simvlm_jax.caption", f"--checkpoint={model_dir}", "--max_decode_length=4", missing)
     assert proc.returncode == 1 and "not found" in json.loads(proc.stdout)["error"]
+
+
+def test_directories_stand_for_their_image_files(tmp_path):
+    from simvlm_jax.caption import expand_inputs
+
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    for name in ("b.JPG", "a.png", "notes.txt", "sub/c.webp"):
+        (tmp_path / "photos" / name).write_bytes(b"x")
+    photos, empty = str(tmp_path / "photos"), str(tmp_path / "empty")
+    assert expand_inputs([photos, "x.jpg"]) == [(f"{photos}/a.png", None), (f"{photos}/b.JPG", None), ("x.jpg", None)]
+    assert [p for p, _ in expand_inputs([photos], recursive=True)] == [
+        f"{photos}/a.png", f"{photos}/b.JPG", f"{photos}/sub/c.webp"]
+    [(path, error)] = expand_inputs([empty])
+    assert path == empty and "no image files" in error
+
+
+def test_a_directory_on_the_command_line(model_dir, images):
+    good, _ = images
+    folder = os.path.dirname(good[0])
+    records = _records(run_module("simvlm_jax.caption", f"--checkpoint={model_dir}", "--max_decode_length=4",
+                                  "--batch_size=8", folder))
+    captioned = sorted(p for p in os.listdir(folder) if p.endswith((".jpg", ".png")))
+    assert [os.path.basename(r["image"]) for r in records] == captioned  # sorted, bad files reported in place
+    assert {os.path.basename(r["image"]) for r in records if "text" in r} == {os.path.basename(p) for p in good}

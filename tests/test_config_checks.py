@@ -17,7 +17,7 @@ from simvlm_jax import train as train_entry
 from simvlm_jax.cli import errors
 from simvlm_jax.network import tiny_config
 from simvlm_jax.training import checkpoints, config_checks
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 TINY = ["gin/tiny_cpu.gin"]
 

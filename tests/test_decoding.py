@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from simvlm_jax.model import decoding
-from tests.test_models import B, L_DEC, make_batch, make_model
+from tests.helpers import B, L_DEC, make_batch, make_model
 
 EOS = 1
 

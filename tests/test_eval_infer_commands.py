@@ -4,7 +4,7 @@ import glob
 import json
 import os
 
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 
 def test_eval_writes_caption_metrics(model_dir, tmp_path):
@@ -16,11 +16,16 @@ def test_eval_writes_caption_metrics(model_dir, tmp_path):
     line = [json.loads(l) for l in done.stdout.splitlines() if l.startswith("{")][0]
     assert line["task"] == "embedded_heldout_captioning" and line["step"] == 1
     assert {"bleu_4", "meteor", "rouge_l", "cider", "exact_match"} <= set(line)
-    assert 0.0 <= line["exact_match"] <= 100.0
+    assert line["exact_match"] == 0.0  # random parameters never write a reference caption
+    assert "eval: 24/24 examples" in done.stdout  # the decoding progress line (its final one)
     metrics_file = os.path.join(out, "embedded_heldout_captioning-metrics.jsonl")
     assert json.loads(open(metrics_file).readline())["step"] == 1
-    predictions = glob.glob(os.path.join(out, "embedded_heldout_captioning-*.jsonl"))
-    assert len(predictions) >= 2  # the metrics and the step's predictions
+    rows = [json.loads(l) for l in open(os.path.join(out, "embedded_heldout_captioning-000001.jsonl"))]
+    assert len(rows) == 24
+    for row in rows:  # each prediction names its input; the image is summarised by its shape, not dumped
+        assert row["input"]["example_id"].startswith("heldout-"), row["input"]
+        assert row["input"]["image"] == "<float32 array [64, 64, 3]>"
+        assert "summary:" not in json.dumps(row)
     assert glob.glob(os.path.join(out, "**", "events.out.tfevents.*"), recursive=True)
 
 
@@ -32,6 +37,8 @@ def test_infer_writes_one_prediction_per_example(model_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     rows = [json.loads(line) for line in open(os.path.join(out, "embedded_scenes_captioning-heldout.jsonl"))]
     assert [r["index"] for r in rows] == list(range(10))  # every example, in order (10 = 8 + a padded 2)
+    assert len({r["id"] for r in rows}) == 10 and all(r["id"].startswith("heldout-") for r in rows)
     for row in rows:
-        assert set(row) == {"index", "inputs", "target", "prediction"}
+        assert set(row) == {"index", "id", "inputs", "target", "prediction"}
         assert row["inputs"] == "" and row["target"].startswith("a ") and isinstance(row["prediction"], str)
+    assert "infer: 10/10 examples" in done.stdout

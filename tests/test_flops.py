@@ -1,4 +1,4 @@
-"""The analytic FLOP count (simvlm_jax/flops.py): by hand for one config, and against XLA."""
+"""The analytic FLOP count (simvlm_jax/model/flops.py): by hand for one config, and against XLA."""
 
 import jax
 import numpy as np

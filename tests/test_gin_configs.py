@@ -12,7 +12,7 @@ from simvlm_jax.cli import gin_flags as gin_utils
 from simvlm_jax import infer as infer_lib
 from simvlm_jax import train as train_lib
 
-from tests.conftest import GIN_DIR
+from tests.helpers import GIN_DIR
 
 ALL_GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, "**", "*.gin"), recursive=True))
 EXPERIMENTS = ["simvlm_base.gin", "simvlm_large.gin", "simvlm_huge.gin", "tiny_cpu.gin", "tiny_easy_vqa.gin"]

@@ -8,32 +8,8 @@ import pytest
 import seqio
 
 from simvlm_jax.model import simvlm_model as models
-from simvlm_jax.network import SimVLMNetwork, tiny_config
-
-B, L_ENC, L_DEC, S = 2, 5, 6, 32
-
-
-def make_model(**config_overrides):
-    config = tiny_config(vocab_size=50, image_size=S, **config_overrides)
-    vocab = seqio.PassThroughVocabulary(size=50, eos_id=1)
-    return models.SimVLMModel(SimVLMNetwork(config), vocab, vocab, optax.adamw(1e-3))
-
-
-def make_batch(seed=0):
-    rng = np.random.default_rng(seed)
-    targets = rng.integers(2, 50, size=(B, L_DEC)).astype(np.int32)
-    targets[0, 4:] = 0  # padding
-    targets[0, 3] = 1  # EOS
-    weights = (targets > 0).astype(np.int32)
-    return {
-        "encoder_image": rng.normal(size=(B, S, S, 3)).astype(np.float32),
-        "encoder_image_mask": np.array([1.0, 0.0], np.float32),
-        "encoder_input_tokens": np.array([[5, 6, 0, 0, 0], [7, 8, 9, 0, 0]], np.int32),
-        "decoder_target_tokens": targets,
-        "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
-        "decoder_loss_weights": weights,
-    }
-
+from simvlm_jax.network import SimVLMNetwork
+from tests.helpers import B, L_DEC, L_ENC, S, make_batch, make_model  # noqa: F401
 
 @pytest.fixture(scope="module")
 def model_and_params():

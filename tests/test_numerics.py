@@ -12,8 +12,8 @@ import pytest
 from simvlm_jax.training import checkpoints
 from simvlm_jax.training import numerics
 from simvlm_jax.training import trainer
-from tests.conftest import run_module
-from tests.test_models import make_batch, make_model
+from tests.helpers import run_module
+from tests.helpers import make_batch, make_model
 
 
 def test_a_nan_batch_leaves_params_and_optimizer_state_unchanged_and_is_counted():
@@ -50,7 +50,8 @@ def test_monitor_stops_under_policy_stop_and_logs_spikes(capsys):
 # A learning rate so large that the first real update overflows the parameters' norm to inf.
 HUGE_LR = ["--gin_file=gin/tiny_cpu.gin", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=1000", "--gin.TRAIN_STEPS=6",
            "--gin.CHECKPOINT_PERIOD=2", "--gin.train.stats_period=1", "--gin.GRAD_CLIP_NORM=1e30",
-           "--gin.PEAK_LEARNING_RATE=1e37", "--gin.WARMUP_FRACTION=0.0"]
+           "--gin.PEAK_LEARNING_RATE=1e37", "--gin.WARMUP_FRACTION=0.0",
+           "--gin.train.train_eval_dataset_cfg=None", "--gin.train.infer_eval_dataset_cfg=None"]  # no evaluations
 
 
 def test_skip_step_policy_trains_on_with_finite_parameters(embedded_data_dir, tmp_path):
@@ -58,8 +59,6 @@ def test_skip_step_policy_trains_on_with_finite_parameters(embedded_data_dir, tm
     done = run_module("simvlm_jax.train", *HUGE_LR, f"--gin.MODEL_DIR={model_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "their updates were skipped" in done.stdout
-    listing = run_module("simvlm_jax.inspect_checkpoint", model_dir, "--compare", model_dir)
-    assert listing.stdout.strip().endswith("max_abs_diff: 0")  # finite: a NaN would compare as nan
     _, params = __import__("simvlm_jax.inspect_checkpoint", fromlist=["x"]).load_checkpoint(model_dir)
     assert all(np.isfinite(v).all() for v in params.values())
 

@@ -7,7 +7,7 @@ import pytest
 from flax.linen import partitioning as nn_partitioning
 from jax.sharding import PartitionSpec as P
 
-from tests.conftest import run_module
+from tests.helpers import REPO_ROOT, run_module
 from simvlm_jax.training import partitioning
 
 
@@ -41,7 +41,8 @@ class _FakeMesh:
 def test_train_step_on_an_8_device_mesh_matches_one_device():
     """data=4 x model=2 and data=2 x fsdp=2 x model=2 against 1 device, in a subprocess whose XLA
     flags force 8 CPU devices (tests/mesh_step_check.py)."""
-    done = run_module("tests.mesh_step_check", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    done = run_module("tests.mesh_step_check", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+                                                        "PYTHONPATH": REPO_ROOT})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
     for mesh in ("data4_model2", "data2_fsdp2_model2", "scanned_data2_fsdp2_model2"):

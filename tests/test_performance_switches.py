@@ -12,7 +12,12 @@ import pytest
 from simvlm_jax.training import grad_accumulation
 from simvlm_jax.network import SimVLMNetwork
 from simvlm_jax.network.transformer import stack_layer_params
-from tests.test_models import B, make_batch, make_model
+from tests.helpers import B, make_batch, make_model
+
+
+# The switches act on the Transformer layers, so these tests use the linear patch stem (the conv stem's
+# gradient is what makes the tiny model slow to compile on CPU, and it is the same under every switch).
+PATCH_STEM = dict(num_conv_blocks=0, patch_size=8)
 
 
 def _params(model, seed=0):
@@ -43,7 +48,7 @@ def _assert_trees_close(a, b, rtol, atol):
 
 @pytest.fixture(scope="module")
 def reference():
-    model = make_model()
+    model = make_model(**PATCH_STEM)
     params = _params(model)
     batch = make_batch()
     return model, params, batch, model._compute_logits(params, batch), _grads(model, params, batch)
@@ -51,7 +56,7 @@ def reference():
 
 def test_scanned_layers_give_the_unrolled_logits_and_grads(reference):
     model, params, batch, logits, grads = reference
-    scanned = make_model(scan_layers=True)
+    scanned = make_model(scan_layers=True, **PATCH_STEM)
     stacked = _restacked(params, model)
     # Same parameter tree as scanned init makes, with the stacked `layers` axis named.
     abstract = flax.traverse_util.flatten_dict(flax.core.unfreeze(jax.eval_shape(lambda: _params(scanned))))
@@ -66,7 +71,7 @@ def test_scanned_layers_give_the_unrolled_logits_and_grads(reference):
 @pytest.mark.parametrize("policy,scan", [("full", False), ("dots", False), ("full", True)])
 def test_remat_gives_the_same_grads(reference, policy, scan):
     model, params, batch, _, grads = reference
-    remat = make_model(remat_policy=policy, scan_layers=scan)
+    remat = make_model(remat_policy=policy, scan_layers=scan, **PATCH_STEM)
     if scan:
         params, grads = _restacked(params, model), _restacked(grads, model)
     _assert_trees_close(_grads(remat, params, batch), grads, rtol=1e-4, atol=1e-6)
@@ -75,7 +80,7 @@ def test_remat_gives_the_same_grads(reference, policy, scan):
 def test_bfloat16_compute_is_close_to_float32(reference):
     """bf16 has an 8-bit mantissa: logits of this random tiny model agree to ~2% of their spread."""
     model, params, batch, logits, _ = reference
-    bf16 = make_model(dtype="bfloat16")
+    bf16 = make_model(dtype="bfloat16", **PATCH_STEM)
     low = bf16._compute_logits(params, batch)
     assert low.dtype == jnp.float32  # logits and loss stay float32
     assert jax.tree.leaves(params)[0].dtype == jnp.float32
@@ -88,10 +93,10 @@ def test_bfloat16_compute_is_close_to_float32(reference):
 def test_fused_attention_equals_einsum_attention(reference):
     """make_batch has padded prefixes, padded targets and a text-only example: every mask kind."""
     _, params, batch, logits, grads = reference
-    fused = make_model(attention_impl="fused")
+    fused = make_model(attention_impl="fused", **PATCH_STEM)
     np.testing.assert_allclose(fused._compute_logits(params, batch), logits, rtol=1e-5, atol=1e-5)
     _assert_trees_close(_grads(fused, params, batch), grads, rtol=1e-4, atol=1e-6)
-    reference_tokens = make_model().predict_batch_with_aux(params, make_batch(1))[0]
+    reference_tokens = make_model(**PATCH_STEM).predict_batch_with_aux(params, make_batch(1))[0]
     np.testing.assert_array_equal(fused.predict_batch_with_aux(params, make_batch(1))[0], reference_tokens)
 
 

@@ -1,10 +1,10 @@
-"""End to end through the real command line: train 2 steps, write the model dir, resume to 4."""
+"""End to end through the real command line: train 2 steps, write the model dir, resume to 4; SIGTERM."""
 
 import glob
 import json
 import os
 
-from tests.conftest import run_module
+from tests.helpers import inspect_checkpoint, run_module
 
 TINY_RUN = ["--gin_file=gin/tiny_cpu.gin", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2", "--gin.EVAL_STEPS=1",
             "--gin.CHECKPOINT_PERIOD=2", "--gin.train.stats_period=1",
@@ -43,15 +43,8 @@ def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
     assert "step 3/4" in second.stdout and "step 1/" not in second.stdout  # continues, not restarts
     assert os.path.isdir(os.path.join(model_dir, "checkpoint_4"))
 
-    # The resumed run (data iterator and dropout RNG restored) ends bitwise where a straight run does.
-    straight_dir = str(tmp_path / "straight")
-    straight = run_module("simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={straight_dir}", "--gin.TRAIN_STEPS=4",
-                          "--gin.EVAL_PERIOD=100", NO_DECODING)
-    assert straight.returncode == 0, straight.stderr[-4000:]
-    compared = run_module("simvlm_jax.inspect_checkpoint", straight_dir, "--compare", model_dir)
-    assert compared.returncode == 0, compared.stderr[-2000:]
-    assert compared.stdout.strip().splitlines()[-1] == "max_abs_diff: 0", compared.stdout[-2000:]
-    listing = run_module("simvlm_jax.inspect_checkpoint", model_dir)
+    # That the resumed run ends bitwise where a straight run does is tested with real kills in test_kill_resume.py.
+    listing = inspect_checkpoint(model_dir)
     assert "step: 4" in listing.stdout and "shared_embedding/embedding" in listing.stdout and "(2000, 128)" in listing.stdout
 
 
@@ -67,13 +60,13 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly(embedd
     import subprocess
     import sys
 
-    from tests.conftest import REPO_ROOT
+    import tempfile
 
     model_dir = str(tmp_path / "preempted")
     process = subprocess.Popen(
         [sys.executable, "-m", "simvlm_jax.train", *TINY_RUN, NO_DECODING, f"--gin.MODEL_DIR={model_dir}",
          "--gin.TRAIN_STEPS=100000", "--gin.EVAL_PERIOD=100000"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tempfile.gettempdir(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stdout:  # wait until training really runs
             if line.startswith("step 3/"):

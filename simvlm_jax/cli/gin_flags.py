@@ -160,6 +160,16 @@ def resolve_gin_file(name: str, search_paths: Sequence[str] = ()) -> str:
     candidates = [os.path.join(p, name) for p in search_paths]
     installed = name[len("gin/"):] if name.startswith("gin/") else name
     candidates.append(os.path.join(PACKAGE_GIN_DIR, installed))
+    head, _, filename = name.rpartition("/")
+    if head and "/" not in head and "." in head:  # gin's package-resource form: simvlm_jax.gin/tiny_cpu.gin
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(head)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin:
+            candidates.append(os.path.join(os.path.dirname(spec.origin), filename))
     for path in candidates:
         if os.path.isfile(path):
             return path
@@ -221,13 +231,14 @@ def configurable_main(fn: Callable) -> Callable[[Sequence[str]], None]:
     def main(argv: Sequence[str]) -> None:
         from absl import flags
 
-        from simvlm_jax.cli import errors
+        from simvlm_jax.cli import errors, startup
 
         del argv
         flag_values = flags.FLAGS
         verbosity = flag_values.verbosity if flag_values["verbosity"].present else 0
         if not flag_values["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
+            startup.drop_known_library_noise()
         configured = gin.configurable(fn)
 
         def configure_and_run():

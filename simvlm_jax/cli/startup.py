@@ -53,7 +53,8 @@ def begin() -> None:
     if not accelerator_expected():
         host_memory.reexec_with_huge_pages()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    load_tensorflow(quiet=not verbose())
+    if importlib.util.find_spec("tensorflow") is not None:  # a bare JAX machine (the GPU benchmark) has none
+        load_tensorflow(quiet=not verbose())
 
 
 def load_tensorflow(quiet: bool = True) -> None:
@@ -84,3 +85,26 @@ def load_tensorflow(quiet: bool = True) -> None:
                 sys.stderr.flush()
                 os.dup2(saved, 2)
                 os.close(saved)
+
+
+# Library warnings that say nothing actionable about a SimVLM run (shown again with -v).
+KNOWN_NOISE = (
+    "Given sequence lengths are longer than necessary",  # seqio.Evaluator: we pad to the trained lengths on purpose
+    "AutoGraph could not transform",  # tf.data: image decoding runs as plain Python on purpose (bad_records)
+)
+
+
+class _DropKnownNoise:
+    """A logging filter that drops records starting with one of KNOWN_NOISE."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage() if hasattr(record, "getMessage") else str(record)
+        return not any(message.startswith(text) for text in KNOWN_NOISE)
+
+
+def drop_known_library_noise() -> None:
+    """Installs the filter on absl's and TensorFlow's Python loggers (call after absl parsed the flags)."""
+    import logging
+
+    for name in ("absl", "tensorflow"):
+        logging.getLogger(name).addFilter(_DropKnownNoise())

@@ -41,26 +41,39 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 NUM_CHANNELS = 3
 
 
-def rekey_image_text(dataset: tf.data.Dataset, image_key: str = "image", text_key: str = "text") -> tf.data.Dataset:
-    """Keeps only the image and the text of each record, renamed to `image` and `text`.
+def _get(features, path: str):
+    """A '/'-separated path into nested TFDS features (e.g. "captions/text")."""
+    for part in path.split("/"):
+        features = features[part]
+    return features
 
-    `image_key` / `text_key` may be '/'-separated paths into nested TFDS features (e.g. "captions/text").
+
+def example_id(features, id_key: Optional[str]) -> dict:
+    """{"example_id": the record's id as a string} when `id_key` names one, else {}: carried through the
+    preprocessors so that predictions can name their input (infer's and eval's JSONL)."""
+    if not id_key:
+        return {}
+    value = _get(features, id_key)
+    return {"example_id": value if value.dtype == tf.string else tf.strings.as_string(value)}
+
+
+def rekey_image_text(dataset: tf.data.Dataset, image_key: str = "image", text_key: str = "text",
+                     id_key: Optional[str] = None) -> tf.data.Dataset:
+    """Keeps only the image and the text of each record, renamed to `image` and `text` (and the record's
+    id as `example_id` when `id_key` is given).
+
+    The keys may be '/'-separated paths into nested TFDS features (e.g. "captions/text").
     """
-
-    def get(features, path):
-        for part in path.split("/"):
-            features = features[part]
-        return features
-
     return dataset.map(
-        lambda ex: {"image": get(ex, image_key), "text": get(ex, text_key)},
+        lambda ex: {"image": _get(ex, image_key), "text": _get(ex, text_key), **example_id(ex, id_key)},
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 
 
-def rekey_text(dataset: tf.data.Dataset, text_key: str = "text") -> tf.data.Dataset:
-    """Keeps only the document text, renamed to `text`."""
-    return dataset.map(lambda ex: {"text": ex[text_key]}, num_parallel_calls=tf.data.AUTOTUNE)
+def rekey_text(dataset: tf.data.Dataset, text_key: str = "text", id_key: Optional[str] = None) -> tf.data.Dataset:
+    """Keeps only the document text, renamed to `text` (and its id as `example_id` when `id_key` is given)."""
+    return dataset.map(lambda ex: {"text": _get(ex, text_key), **example_id(ex, id_key)},
+                       num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def check_text(dataset: tf.data.Dataset) -> tf.data.Dataset:

@@ -26,16 +26,20 @@ import tensorflow as tf
 
 
 def rekey_vqa(dataset: tf.data.Dataset, image_key: str = "image", question_key: str = "question",
-              answer_key: str = "answer", answers_key: Optional[str] = "answers") -> tf.data.Dataset:
-    """Renames a VQA record's fields to `image`, `inputs` (question), `targets` (answer), `answers`.
+              answer_key: str = "answer", answers_key: Optional[str] = "answers",
+              id_key: Optional[str] = None) -> tf.data.Dataset:
+    """Renames a VQA record's fields to `image`, `inputs` (question), `targets` (answer), `answers` (and
+    `example_id` from `id_key`, e.g. the question id).
 
     `answers_key` names the list of annotators' answers; None uses the one training answer.
     """
+    from simvlm_jax.data.preprocessors import example_id
 
     def rekey(ex):
         answer = ex[answer_key]
         answers = ex[answers_key] if answers_key else tf.reshape(answer, [1])
-        return {"image": ex[image_key], "inputs": ex[question_key], "targets": answer, "answers": answers}
+        return {"image": ex[image_key], "inputs": ex[question_key], "targets": answer, "answers": answers,
+                **example_id(ex, id_key)}
 
     return dataset.map(rekey, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -19,7 +19,11 @@ Notes:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
 import shutil
+import sys
+import tempfile
 import threading
 from typing import Any, Sequence
 
@@ -78,10 +82,32 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+@contextlib.contextmanager
+def _java_stderr_kept_for_errors():
+    """The tokeniser's Java process reports "PTBTokenizer tokenized N tokens ..." on the inherited stderr
+    at every evaluation: keep that off the terminal (file descriptor 2 goes to a temporary file), and
+    show it only when the tokeniser fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
     """PTB-tokenises {image: [caption, ...]}, checking that no caption was lost or split."""
     request = {key: [{"caption": _one_line(c)} for c in caps] for key, caps in captions.items()}
-    tokenized = PTBTokenizer().tokenize(request)
+    with _java_stderr_kept_for_errors():
+        tokenized = PTBTokenizer().tokenize(request)
     for key, caps in captions.items():
         if len(tokenized.get(key, [])) != len(caps):
             raise RuntimeError(f"PTBTokenizer returned {len(tokenized.get(key, []))} captions for example {key}, "

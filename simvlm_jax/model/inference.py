@@ -8,7 +8,7 @@ repeating its last example, then trimmed), so every batch reuses one compilation
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import jax
 import numpy as np
@@ -18,16 +18,23 @@ import tensorflow as tf
 class ModelRunner:
     """Runs `model.predict_batch_with_aux` / `model.score_batch` with fixed-size jitted batches."""
 
-    def __init__(self, model, params: Any, batch_size: int, decoder_params: Optional[Mapping[str, Any]] = None):
+    def __init__(self, model, params: Any, batch_size: int, decoder_params: Optional[Mapping[str, Any]] = None,
+                 on_dataset: Optional[Callable[[Optional[int]], Any]] = None):
+        """`on_dataset(num_examples or None)`, if given, is called as each dataset starts and returns a
+        progress object: its `advance(n)` gets the examples of every finished batch, `finish()` the end
+        (e.g. `training.logs.CountProgress`)."""
         self.model = model
         self.params = params
         self.batch_size = batch_size
+        self.on_dataset = on_dataset
         settings = dict(decoder_params or {})
         self._predict = jax.jit(lambda p, b: model.predict_batch_with_aux(p, b, decoder_params=settings))
         self._score = jax.jit(model.score_batch)
 
     def _batches(self, dataset: tf.data.Dataset) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray], int]]:
         """(indices [n], padded batch [batch_size, ...], n real rows) over an enumerated dataset."""
+        count = int(dataset.cardinality())
+        report = self.on_dataset(count if count >= 0 else None) if self.on_dataset else None
         for indices, features in dataset.batch(self.batch_size).as_numpy_iterator():
             real = len(indices)
             padded = {
@@ -35,6 +42,10 @@ class ModelRunner:
                 for name, value in features.items()
             }
             yield indices, padded, real
+            if report:
+                report.advance(real)
+        if report:
+            report.finish()
 
     def predict_fn(self, dataset: tf.data.Dataset, model_feature_shapes=None) -> list[tuple[int, list[int]]]:
         """[(index, output token ids [L_dec])], 0 after EOS; SeqIO's vocabulary.decode stops at EOS."""

@@ -26,10 +26,11 @@ def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
 
 
 def image_text_preprocessors(image_key: str = "image", text_key: str = "text", prompt: Optional[str] = None,
-                             **split_kwargs) -> list:
-    """Image-text pairs -> PrefixLM examples (or prompted captioning examples when `prompt` is set)."""
+                             id_key: Optional[str] = None, **split_kwargs) -> list:
+    """Image-text pairs -> PrefixLM examples (or prompted captioning examples when `prompt` is set).
+    `id_key` names a record id to keep as `example_id` (shown in predictions)."""
     steps = [
-        functools.partial(preprocessors.rekey_image_text, image_key=image_key, text_key=text_key),
+        functools.partial(preprocessors.rekey_image_text, image_key=image_key, text_key=text_key, id_key=id_key),
         preprocessors.check_text,
         preprocessors.decode_image,
         preprocessors.resize_and_normalize_image,
@@ -43,10 +44,10 @@ def image_text_preprocessors(image_key: str = "image", text_key: str = "text", p
     return steps
 
 
-def text_only_preprocessors(text_key: str = "text", **split_kwargs) -> list:
+def text_only_preprocessors(text_key: str = "text", id_key: Optional[str] = None, **split_kwargs) -> list:
     """Documents -> PrefixLM examples with a blank, masked-out image."""
     return [
-        functools.partial(preprocessors.rekey_text, text_key=text_key),
+        functools.partial(preprocessors.rekey_text, text_key=text_key, id_key=id_key),
         preprocessors.check_text,
         preprocessors.add_blank_image,
         preprocessors.tokenize_text,

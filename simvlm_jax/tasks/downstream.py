@@ -19,7 +19,7 @@ common.add_task(
     "easy_vqa",
     common.PreparedTfdsSource("easy_vqa:1.0.0", splits=["train", "test"]),
     embedded_data.embedded_vocabulary(),
-    common.vqa_preprocessors(),
+    common.vqa_preprocessors(id_key="question_id"),
     postprocess_fn=question_answering.vqa_answers_postprocessor,
     metric_fns=[metrics.vqa_accuracy],
 )

@@ -32,7 +32,7 @@ common.add_task(
     "embedded_scenes_prefixlm",
     common.PreparedTfdsSource(_SCENES, splits=["train", "validation", "heldout"]),
     VOCABULARY,
-    common.image_text_preprocessors(image_key="image", text_key="caption"),
+    common.image_text_preprocessors(image_key="image", text_key="caption", id_key="id"),
 )
 common.add_task(
     "embedded_text_prefixlm",
@@ -48,14 +48,14 @@ common.add_task(
     "embedded_scenes_captioning",
     common.PreparedTfdsSource(_SCENES, splits=["validation", "heldout"]),
     VOCABULARY,
-    common.image_text_preprocessors(image_key="image", text_key="caption", max_prefix_tokens=0),
+    common.image_text_preprocessors(image_key="image", text_key="caption", id_key="id", max_prefix_tokens=0),
     metric_fns=CAPTION_METRICS,
 )
 common.add_task(
     "embedded_heldout_captioning",
     common.PreparedTfdsSource(_SCENES, splits={"validation": "heldout"}),
     VOCABULARY,
-    common.image_text_preprocessors(image_key="image", text_key="caption", max_prefix_tokens=0),
+    common.image_text_preprocessors(image_key="image", text_key="caption", id_key="id", max_prefix_tokens=0),
     metric_fns=CAPTION_METRICS,
 )
 common.add_mixture(

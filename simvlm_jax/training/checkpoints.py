@@ -90,6 +90,19 @@ def to_t5x_tree(params: Any, step: Any, opt_state: Any) -> dict:
     return {"target": params, "state": {"step": step, "param_states": opt_state}}
 
 
+# Fault injection for the kill/resume test: SIMVLM_FAULT_KILL_BEFORE_RENAME=<step> makes the process SIGKILL
+# itself after checkpoint_<step>.tmp is fully written and before it is renamed: the worst moment for a crash,
+# reached deterministically rather than by a timed kill.
+_KILL_BEFORE_RENAME = "SIMVLM_FAULT_KILL_BEFORE_RENAME"
+
+
+def _maybe_die_here(step: int) -> None:
+    if os.environ.get(_KILL_BEFORE_RENAME) == str(step):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class CheckpointManager:
     """Saves and restores train states (and optionally the data iterator) under `model_dir`."""
 
@@ -112,6 +125,7 @@ class CheckpointManager:
             self._checkpointer.wait_until_finished()
             if dataset_iterator is not None:
                 tf.train.Checkpoint(iterator=dataset_iterator).write(_dataset_file(tmp))
+            _maybe_die_here(step)
             if jax.process_index() == 0:
                 os.replace(tmp, final)
         except Exception as error:  # Orbax and tf.io wrap OSErrors in their own types

@@ -38,10 +38,10 @@ def check_model_dir(model_dir: str, needed_bytes: int = 0) -> None:
     existing = os.path.abspath(model_dir)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
+    if existing == os.path.abspath(model_dir) and not os.path.isdir(existing):
+        raise ConfigError(f"MODEL_DIR {model_dir!r} is a file, not a directory; {fix}")
     if not os.path.isdir(existing):
-        what = "MODEL_DIR" if existing == os.path.abspath(model_dir) else f"{existing!r}, a parent of MODEL_DIR,"
-        raise ConfigError(f"{what} {model_dir!r} is a file, not a directory; {fix}" if what == "MODEL_DIR" else
-                          f"MODEL_DIR {model_dir!r} cannot be made: {what} is a file; {fix}")
+        raise ConfigError(f"MODEL_DIR {model_dir!r} cannot be made: its parent {existing!r} is a file; {fix}")
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".write_test"):
             pass

@@ -8,17 +8,43 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from typing import Sequence
 
 import numpy as np
 import seqio
+import tensorflow as tf
 from absl import logging
 
-from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.data import loader
+from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.model.inference import ModelRunner, decode_tokens
+from simvlm_jax.training.logs import CountProgress
+
+
+class CompactJSONEncoder(seqio.loggers.TensorAndNumpyEncoder):
+    """seqio's JSONL encoder, except that arrays of more than a few values (the images) are written as
+    their dtype and shape, `"<float32 array [64, 64, 3]>"`, and bytes as text."""
+
+    def default(self, obj):
+        if isinstance(obj, tf.Tensor):
+            obj = obj.numpy()
+        if isinstance(obj, np.ndarray) and obj.size > 32:
+            return f"<{obj.dtype} array {list(obj.shape)}>"
+        if isinstance(obj, bytes):
+            return obj.decode("utf-8", errors="replace")
+        return super().default(obj)
+
+
+# The loggers of seqio.Evaluator: JSONL (compact, above) and TensorBoard summaries.
+EVALUATION_LOGGERS = [functools.partial(seqio.JSONLogger, json_encoder_cls=CompactJSONEncoder), seqio.TensorBoardLogger]
+
+
+def decoding_progress(label: str):
+    """A ModelRunner `on_dataset` hook printing `label: done/total examples, rate, ETA` every 10 s."""
+    return lambda total: CountProgress(label, total)
 
 
 class TrainingEvaluator:
@@ -92,10 +118,11 @@ class InferenceEvaluator:
             use_cached=dataset_cfg.use_cached,
             seed=dataset_cfg.seed,
             sequence_length=dataset_cfg.task_feature_lengths,
-            logger_cls=[seqio.JSONLogger, seqio.TensorBoardLogger],
+            logger_cls=EVALUATION_LOGGERS,
             log_dir=output_dir,
         )
-        self._runner = ModelRunner(model, None, dataset_cfg.batch_size, decoder_params)
+        self._runner = ModelRunner(model, None, dataset_cfg.batch_size, decoder_params,
+                                   on_dataset=decoding_progress("infer_eval"))
 
     def evaluate(self, params, step: int) -> dict[str, dict[str, float]]:
         self._runner.params = params

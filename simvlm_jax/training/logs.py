@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
-from typing import Mapping
+from typing import Mapping, Optional, TextIO
 
 import jax
 from absl import logging
@@ -64,6 +65,38 @@ class ProgressLog:
         logging.info(line)
         print(line, flush=True)
         return timing
+
+
+class CountProgress:
+    """A progress line for work counted in examples (decoding for eval, infer, caption): done/total, rate
+    and ETA, printed at most every `every_s` seconds and once at the end (`finish`)."""
+
+    def __init__(self, what: str, total: Optional[int] = None, every_s: float = 10.0, out: Optional[TextIO] = None):
+        self.what, self.total, self.every_s = what, total, every_s
+        self.out = out
+        self.done = 0
+        self._start = self._last_print = time.time()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if time.time() - self._last_print >= self.every_s:
+            self._print()
+
+    def finish(self) -> None:
+        self._print()
+
+    def line(self) -> str:
+        seconds = max(time.time() - self._start, 1e-9)
+        rate = self.done / seconds
+        of_total = f"/{self.total}" if self.total else ""
+        eta = ""
+        if self.total and rate > 0 and self.done < self.total:
+            eta = f"  ETA {_format_seconds((self.total - self.done) / rate)}"
+        return f"{self.what}: {self.done}{of_total} examples  {rate:.1f} examples/s{eta}"
+
+    def _print(self) -> None:
+        self._last_print = time.time()
+        print(self.line(), file=self.out or sys.stdout, flush=True)
 
 
 def _format_seconds(seconds: float) -> str:
