@@ -21,8 +21,8 @@ import optax
 
 from simvlm_jax.model import decoding
 from simvlm_jax.model import flops as flops_lib
-from simvlm_jax.training.grad_accumulation import loss_and_grads
 from simvlm_jax.network import SimVLMConfig, SimVLMNetwork
+from simvlm_jax.training.grad_accumulation import loss_and_grads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +87,12 @@ class _LossModel:
     def loss_fn(self, params, batch, rng):
         del rng
         logits = self.module.apply(
-            {"params": params}, batch["encoder_image"], batch["encoder_image_mask"],
-            batch["encoder_input_tokens"], batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+            {"params": params},
+            batch["encoder_image"],
+            batch["encoder_image_mask"],
+            batch["encoder_input_tokens"],
+            batch["decoder_input_tokens"],
+            batch["decoder_target_tokens"],
         )  # [B, L_dec, V] float32
         log_z = jax.nn.logsumexp(logits, axis=-1)
         picked = jnp.take_along_axis(logits, batch["decoder_target_tokens"][..., None], axis=-1)[..., 0]
@@ -103,8 +107,13 @@ def train_step_fn(cfg: SimVLMConfig, num_microbatches: int = 1):
     optimizer = optax.adamw(1e-4, weight_decay=0.01)
 
     def init(rng, batch):
-        names = ("encoder_image", "encoder_image_mask", "encoder_input_tokens", "decoder_input_tokens",
-                 "decoder_target_tokens")
+        names = (
+            "encoder_image",
+            "encoder_image_mask",
+            "encoder_input_tokens",
+            "decoder_input_tokens",
+            "decoder_target_tokens",
+        )
         params = model.module.init(rng, *(batch[n] for n in names))["params"]
         return params, optimizer.init(params)
 
@@ -136,8 +145,9 @@ def temp_bytes(compiled) -> int | None:
         return None
 
 
-def train_benchmark(cfg: SimVLMConfig, shapes: Shapes, peak_gflops: float, repeats: int = 5,
-                    num_microbatches: int = 1) -> dict[str, float]:
+def train_benchmark(
+    cfg: SimVLMConfig, shapes: Shapes, peak_gflops: float, repeats: int = 5, num_microbatches: int = 1
+) -> dict[str, float]:
     """Throughput and MFU of the train step of `cfg` on `shapes`, with analytic and XLA FLOPs."""
     init, step = train_step_fn(cfg, num_microbatches)
     batch = jax.device_put(random_batch(cfg, shapes))
@@ -185,8 +195,10 @@ def peak_memory_mib(cfg: SimVLMConfig, shapes: Shapes) -> dict[str, dict[str, fl
     """step_temp_mib as {'scan' | 'unrolled': {policy: MiB}} for the remat policies none, dots and
     full, with the layers scanned and unrolled."""
     return {
-        layout: {policy: step_temp_mib(dataclasses.replace(cfg, remat_policy=policy, scan_layers=scan), shapes)
-                 for policy in ("none", "dots", "full")}
+        layout: {
+            policy: step_temp_mib(dataclasses.replace(cfg, remat_policy=policy, scan_layers=scan), shapes)
+            for policy in ("none", "dots", "full")
+        }
         for layout, scan in (("scan", True), ("unrolled", False))
     }
 
@@ -202,8 +214,13 @@ def compile_seconds(cfg: SimVLMConfig, shapes: Shapes) -> float:
 
 # ------------------------------------------------------------------------------------------ decoding
 def _encode(module, params, batch):
-    return module.apply({"params": params}, batch["encoder_image"], batch["encoder_image_mask"],
-                        batch["encoder_input_tokens"], method=SimVLMNetwork.encode)
+    return module.apply(
+        {"params": params},
+        batch["encoder_image"],
+        batch["encoder_image_mask"],
+        batch["encoder_input_tokens"],
+        method=SimVLMNetwork.encode,
+    )
 
 
 def cached_greedy_fn(cfg: SimVLMConfig, max_length: int):
@@ -214,14 +231,21 @@ def cached_greedy_fn(cfg: SimVLMConfig, max_length: int):
     def run(params, batch):
         encoded, mask = _encode(module, params, batch)
         tokens = jnp.zeros((encoded.shape[0], max_length), jnp.int32)
-        _, variables = module.apply({"params": params}, encoded, mask, tokens, decode=True,
-                                    mutable=["cache"], method=SimVLMNetwork.decode)
+        _, variables = module.apply(
+            {"params": params}, encoded, mask, tokens, decode=True, mutable=["cache"], method=SimVLMNetwork.decode
+        )
 
         def step_fn(token, position, cache):
             logits, updated = module.apply(
-                {"params": params, "cache": cache}, encoded, mask, token,
-                decoder_positions=jnp.full(token.shape, position, jnp.int32), decode=True,
-                mutable=["cache"], method=SimVLMNetwork.decode)
+                {"params": params, "cache": cache},
+                encoded,
+                mask,
+                token,
+                decoder_positions=jnp.full(token.shape, position, jnp.int32),
+                decode=True,
+                mutable=["cache"],
+                method=SimVLMNetwork.decode,
+            )
             return logits[:, 0], updated["cache"]
 
         cache = jax.tree.map(jnp.zeros_like, variables["cache"])
@@ -255,8 +279,13 @@ def decode_benchmark(cfg: SimVLMConfig, batch_size: int, max_length: int = 128, 
     """Greedy decoding of max_length tokens, cached vs full recomputation (same tokens checked)."""
     batch = jax.device_put(random_batch(cfg, Shapes(batch_size, decoder_length=max_length)))
     params = jax.jit(SimVLMNetwork(cfg).init)(
-        jax.random.key(0), batch["encoder_image"], batch["encoder_image_mask"], batch["encoder_input_tokens"],
-        batch["decoder_input_tokens"], batch["decoder_target_tokens"])["params"]
+        jax.random.key(0),
+        batch["encoder_image"],
+        batch["encoder_image_mask"],
+        batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"],
+        batch["decoder_target_tokens"],
+    )["params"]
     cached, uncached = cached_greedy_fn(cfg, max_length), uncached_greedy_fn(cfg, max_length)
     same = bool(np.array_equal(np.asarray(cached(params, batch)), np.asarray(uncached(params, batch))))
     cached_s = timed(lambda: cached(params, batch), warmup=0, repeats=repeats)

@@ -14,7 +14,11 @@ def examples_per_s(batch_size: int, num_batches: int = 30) -> float:
     cfg = DatasetConfig(
         mixture_or_task_name="embedded_prefixlm_mix",
         task_feature_lengths={"inputs": 32, "targets": 32, "image": 64},
-        split="train", batch_size=batch_size, shuffle=True, seed=0, module="simvlm_jax.tasks",
+        split="train",
+        batch_size=batch_size,
+        shuffle=True,
+        seed=0,
+        module="simvlm_jax.tasks",
     )
     batches = loader.numpy_batches(iter(loader.get_dataset(cfg)))
     next(batches)

@@ -29,8 +29,17 @@ from simvlm_jax.network import SimVLMConfig, get_config
 # The "small" benchmark model: 6+6 layers, width 512, 8 heads x 64, MLP 2048, a 32,000-piece
 # vocabulary, a 64x64 image cut into 8x8 patches (64 image tokens), 32 prefix + 32 target tokens.
 SMALL = dict(
-    vocab_size=32000, emb_dim=512, num_heads=8, head_dim=64, mlp_dim=2048, num_encoder_layers=6,
-    num_decoder_layers=6, num_conv_blocks=0, patch_size=8, image_size=64, max_text_length=128,
+    vocab_size=32000,
+    emb_dim=512,
+    num_heads=8,
+    head_dim=64,
+    mlp_dim=2048,
+    num_encoder_layers=6,
+    num_decoder_layers=6,
+    num_conv_blocks=0,
+    patch_size=8,
+    image_size=64,
+    max_text_length=128,
 )
 
 
@@ -40,11 +49,29 @@ def small_config(**overrides) -> SimVLMConfig:
 
 def _suite_settings(suite: str) -> dict:
     if suite == "cpu":
-        return dict(dtype="float32", peak_size=2048, small_batch=16, base_batch=2, decode_batch=4,
-                    repeats=3, compile_layers=(6, 24), memory=True, pipeline=True)
+        return dict(
+            dtype="float32",
+            peak_size=2048,
+            small_batch=16,
+            base_batch=2,
+            decode_batch=4,
+            repeats=3,
+            compile_layers=(6, 24),
+            memory=True,
+            pipeline=True,
+        )
     # One lent GPU for a few minutes: no compile-time or memory sweep, no SeqIO on that machine.
-    return dict(dtype="bfloat16", peak_size=8192, small_batch=64, base_batch=64, decode_batch=16,
-                repeats=3, compile_layers=(), memory=False, pipeline=False)
+    return dict(
+        dtype="bfloat16",
+        peak_size=8192,
+        small_batch=64,
+        base_batch=64,
+        decode_batch=16,
+        repeats=3,
+        compile_layers=(),
+        memory=False,
+        pipeline=False,
+    )
 
 
 PARTS = ("peak", "small", "base", "decode", "compile", "memory", "pipeline")
@@ -55,10 +82,16 @@ def run_suite(suite: str, quick: bool = False, parts: tuple[str, ...] = PARTS, o
     soon as it is done; `quick` shrinks every size (tests, dry runs). 'peak' always runs."""
     settings = _suite_settings(suite)
     dtype = settings["dtype"]
-    results: dict = {"suite": suite, "device": str(jax.devices()[0].device_kind),
-                     "num_devices": jax.device_count(), "jax": jax.__version__, "host": platform.node(),
-                     "compute_dtype": dtype, "host_huge_pages": host_memory.huge_pages_in_use(),
-                     "host_thp_mode": host_memory.transparent_huge_page_mode()}
+    results: dict = {
+        "suite": suite,
+        "device": str(jax.devices()[0].device_kind),
+        "num_devices": jax.device_count(),
+        "jax": jax.__version__,
+        "host": platform.node(),
+        "compute_dtype": dtype,
+        "host_huge_pages": host_memory.huge_pages_in_use(),
+        "host_thp_mode": host_memory.transparent_huge_page_mode(),
+    }
     started = time.perf_counter()
 
     def done(part: str, keys: dict) -> None:
@@ -70,8 +103,10 @@ def run_suite(suite: str, quick: bool = False, parts: tuple[str, ...] = PARTS, o
                 json.dump(results, f, indent=2, sort_keys=True)
 
     size = 256 if quick else settings["peak_size"]
-    peaks = {"peak_gflops_float32": measure.matmul_peak_gflops(size, "float32"),
-             "peak_gflops_bfloat16": measure.matmul_peak_gflops(size, "bfloat16", repeats=3)}
+    peaks = {
+        "peak_gflops_float32": measure.matmul_peak_gflops(size, "float32"),
+        "peak_gflops_bfloat16": measure.matmul_peak_gflops(size, "bfloat16", repeats=3),
+    }
     # MFU is against the peak of the dtype the model computes in.
     done("peak", {**peaks, "peak_gflops": peaks[f"peak_gflops_{dtype}"]})
     peak = results["peak_gflops"]
@@ -81,8 +116,16 @@ def run_suite(suite: str, quick: bool = False, parts: tuple[str, ...] = PARTS, o
     base = get_config("base", dtype=dtype)
     base_shapes = measure.Shapes(settings["base_batch"])
     if quick:
-        small = small_config(dtype=dtype, num_encoder_layers=1, num_decoder_layers=1, emb_dim=64, num_heads=2,
-                             head_dim=32, mlp_dim=128, vocab_size=500)
+        small = small_config(
+            dtype=dtype,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            emb_dim=64,
+            num_heads=2,
+            head_dim=32,
+            mlp_dim=128,
+            vocab_size=500,
+        )
         small_shapes = measure.Shapes(2, 8, 8)
         base, base_shapes = small, small_shapes
     results["small_config"] = {**dataclasses.asdict(small), **dataclasses.asdict(small_shapes)}
@@ -101,19 +144,19 @@ def run_suite(suite: str, quick: bool = False, parts: tuple[str, ...] = PARTS, o
         for label in settings["compile_layers"]:  # quick: 1 and 2 layers stand in for 6 and 24
             layers = {6: 1, 24: 2}[label] if quick else label
             for scan in (True, False):
-                cfg = dataclasses.replace(small, num_encoder_layers=layers, num_decoder_layers=layers,
-                                          scan_layers=scan)
+                cfg = dataclasses.replace(small, num_encoder_layers=layers, num_decoder_layers=layers, scan_layers=scan)
                 compile_s[f"{'scan' if scan else 'unrolled'}_{label}"] = measure.compile_seconds(cfg, small_shapes)
-        done("compile", {"compile_s": compile_s,
-                         "scan_compile_ratio_24_to_6": compile_s["scan_24"] / compile_s["scan_6"]})
+        done(
+            "compile",
+            {"compile_s": compile_s, "scan_compile_ratio_24_to_6": compile_s["scan_24"] / compile_s["scan_6"]},
+        )
     if "memory" in parts and settings["memory"]:
         done("memory", {"peak_memory_mib": measure.peak_memory_mib(small, small_shapes)})
     if "pipeline" in parts and settings["pipeline"] and "small" in parts:
         from benchmarks import pipeline  # SeqIO + TensorFlow: CPU suite only
 
         rate = pipeline.examples_per_s(small_shapes.batch, 4 if quick else 30)
-        done("pipeline", {"pipeline_examples_per_s": rate,
-                          "pipeline_to_step_ratio": rate / results["examples_per_s"]})
+        done("pipeline", {"pipeline_examples_per_s": rate, "pipeline_to_step_ratio": rate / results["examples_per_s"]})
     return results
 
 
@@ -125,31 +168,45 @@ def format_table(results: dict) -> str:
             return "n/a"
         return f"{value:,.3f}" if isinstance(value, float) else str(value)
 
-    rows = [("device", results["device"]), ("compute dtype", results["compute_dtype"]),
-            ("peak GFLOP/s float32", results["peak_gflops_float32"]),
-            ("peak GFLOP/s bfloat16", results["peak_gflops_bfloat16"])]
+    rows = [
+        ("device", results["device"]),
+        ("compute dtype", results["compute_dtype"]),
+        ("peak GFLOP/s float32", results["peak_gflops_float32"]),
+        ("peak GFLOP/s bfloat16", results["peak_gflops_bfloat16"]),
+    ]
     for name in ("small", "base"):
         if name not in results:
             continue
         r = results[name]
-        rows += [(f"{name}: train GFLOP/s", r["train_gflops"]), (f"{name}: MFU", r["mfu"]),
-                 (f"{name}: examples/s", r["examples_per_s"]), (f"{name}: tokens/s", r["tokens_per_s"]),
-                 (f"{name}: GFLOP/step analytic", r["analytic_gflop_per_step"]),
-                 (f"{name}: GFLOP/step XLA", r["xla_gflop_per_step"]),
-                 (f"{name}: analytic / XLA", r["analytic_to_xla"])]
+        rows += [
+            (f"{name}: train GFLOP/s", r["train_gflops"]),
+            (f"{name}: MFU", r["mfu"]),
+            (f"{name}: examples/s", r["examples_per_s"]),
+            (f"{name}: tokens/s", r["tokens_per_s"]),
+            (f"{name}: GFLOP/step analytic", r["analytic_gflop_per_step"]),
+            (f"{name}: GFLOP/step XLA", r["xla_gflop_per_step"]),
+            (f"{name}: analytic / XLA", r["analytic_to_xla"]),
+        ]
     if "kv_cache_speedup" in results:
-        rows += [("decode tokens/s (cached)", results["decode_tokens_per_s"]),
-                 ("decode tokens/s (recomputed)", results["uncached_decode_tokens_per_s"]),
-                 ("kv_cache_speedup", results["kv_cache_speedup"]),
-                 ("decode: same tokens", results["decode_same_tokens"])]
+        rows += [
+            ("decode tokens/s (cached)", results["decode_tokens_per_s"]),
+            ("decode tokens/s (recomputed)", results["uncached_decode_tokens_per_s"]),
+            ("kv_cache_speedup", results["kv_cache_speedup"]),
+            ("decode: same tokens", results["decode_same_tokens"]),
+        ]
     if "compile_s" in results:
         rows += [(f"compile_s {k}", v) for k, v in results["compile_s"].items()]
         rows.append(("scan compile 24 / 6 layers", results["scan_compile_ratio_24_to_6"]))
-    rows += [(f"temp memory MiB, {layout}, remat={policy}", v)
-             for layout, sizes in results.get("peak_memory_mib", {}).items() for policy, v in sizes.items()]
+    rows += [
+        (f"temp memory MiB, {layout}, remat={policy}", v)
+        for layout, sizes in results.get("peak_memory_mib", {}).items()
+        for policy, v in sizes.items()
+    ]
     if "pipeline_examples_per_s" in results:
-        rows += [("pipeline examples/s", results["pipeline_examples_per_s"]),
-                 ("pipeline_to_step_ratio", results["pipeline_to_step_ratio"])]
+        rows += [
+            ("pipeline examples/s", results["pipeline_examples_per_s"]),
+            ("pipeline_to_step_ratio", results["pipeline_to_step_ratio"]),
+        ]
     rows.append(("total seconds", results["total_s"]))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {fmt(value)}" for name, value in rows)

@@ -186,8 +186,8 @@ class Captioner:
         import jax
         import jax.numpy as jnp
 
-        from simvlm_jax.training import checkpoints
         from simvlm_jax.cli import model_dir as restore
+        from simvlm_jax.training import checkpoints
 
         checkpoint_path = checkpoints.resolve_checkpoint_path(checkpoint)
         model_dir = checkpoints.model_dir_of(checkpoint_path)
@@ -200,8 +200,10 @@ class Captioner:
         self.input_length = int(lengths.get("inputs", 0)) or 1
         self.decode_length = int(max_decode_length or lengths.get("targets", 32))
         if self.decode_length > self.max_text_length:
-            raise ValueError(f"--max_decode_length={self.decode_length} is more than this model's "
-                             f"max_text_length ({self.max_text_length})")
+            raise ValueError(
+                f"--max_decode_length={self.decode_length} is more than this model's "
+                f"max_text_length ({self.max_text_length})"
+            )
         self.batch_size = batch_size
         if beam_size > 1:
             decoder_params = {"method": "beam", "num_decodes": beam_size}
@@ -219,8 +221,9 @@ class Captioner:
         """The encoder prefix tokens for `text`, padded with 0 to the input length."""
         ids = list(self.model.input_vocabulary.encode(text)) if text else []
         if len(ids) > self.max_text_length:
-            raise ValueError(f"the prompt/question is {len(ids)} tokens; this model takes at most "
-                             f"{self.max_text_length}")
+            raise ValueError(
+                f"the prompt/question is {len(ids)} tokens; this model takes at most {self.max_text_length}"
+            )
         length = max(self.input_length, len(ids))
         tokens = np.zeros((length,), np.int32)
         tokens[: len(ids)] = ids
@@ -230,7 +233,7 @@ class Captioner:
         """Texts for preprocessed images (each [S, S, 3]), `batch_size` at a time (last batch padded)."""
         texts = []
         for start in range(0, len(images), self.batch_size):
-            chunk = list(images[start: start + self.batch_size])
+            chunk = list(images[start : start + self.batch_size])
             real = len(chunk)
             chunk += [np.zeros_like(chunk[0])] * (self.batch_size - real)
             b = self.batch_size
@@ -257,17 +260,22 @@ class Captioner:
 # ------------------------------------------------------------------------------------------------
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m simvlm_jax.caption", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="python -m simvlm_jax.caption", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of them")
     parser.add_argument("--recursive", action="store_true", help="include images in sub-directories of a directory")
-    parser.add_argument("--checkpoint", required=True,
-                        help="a model directory (newest checkpoint) or a checkpoint_<step> folder")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a model directory (newest checkpoint) or a checkpoint_<step> folder"
+    )
     text = parser.add_mutually_exclusive_group()
     text.add_argument("--prompt", default="", help='text prefix to continue, e.g. "a picture of" (default: none)')
     text.add_argument("--question", default=None, help="a question about each image, answered instead of a caption")
-    parser.add_argument("--max_decode_length", type=int, default=None,
-                        help="most tokens to generate (default: TASK_FEATURE_LENGTHS['targets'] of the run)")
+    parser.add_argument(
+        "--max_decode_length",
+        type=int,
+        default=None,
+        help="most tokens to generate (default: TASK_FEATURE_LENGTHS['targets'] of the run)",
+    )
     parser.add_argument("--beam_size", type=int, default=1, help="beam search width; 1 = greedy (default)")
     parser.add_argument("--batch_size", type=int, default=8, help="images per model call (default 8)")
     args = parser.parse_args(argv)
@@ -298,8 +306,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _warn_if_vocabulary_missing(vocabulary) -> None:
     path = getattr(vocabulary, "sentencepiece_model_file", None)
     if isinstance(path, str) and path and not os.path.exists(path):
-        print(f"warning: the vocabulary file {path} does not exist (it will be rebuilt if it is the embedded "
-              "one); point SIMVLM_DATA_DIR at the data folder the model was trained with", file=sys.stderr)
+        print(
+            f"warning: the vocabulary file {path} does not exist (it will be rebuilt if it is the embedded "
+            "one); point SIMVLM_DATA_DIR at the data folder the model was trained with",
+            file=sys.stderr,
+        )
 
 
 def _run(args: argparse.Namespace, emit) -> int:

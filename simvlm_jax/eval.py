@@ -22,11 +22,13 @@ if __name__ == "__main__":
 
 import seqio  # noqa: E402
 
-from simvlm_jax.training import checkpoints  # noqa: E402
-from simvlm_jax.training import config_checks  # noqa: E402
 from simvlm_jax.cli import model_dir as restore  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
 from simvlm_jax.model.inference import ModelRunner  # noqa: E402
+from simvlm_jax.training import (
+    checkpoints,  # noqa: E402
+    config_checks,  # noqa: E402
+)
 from simvlm_jax.training.evaluators import EVALUATION_LOGGERS, decoding_progress  # noqa: E402
 
 
@@ -65,7 +67,8 @@ def evaluate(
     )
     runner = ModelRunner(model, params, batch_size, decoder_params, on_dataset=decoding_progress("eval"))
     all_metrics, _ = evaluator.evaluate(
-        compute_metrics=True, step=step, predict_fn=runner.predict_fn, score_fn=runner.score_fn)
+        compute_metrics=True, step=step, predict_fn=runner.predict_fn, score_fn=runner.score_fn
+    )
     results = {task: {k: float(v) for k, v in metrics.items()} for task, metrics in all_metrics.result().items()}
     evaluator.close()
     for task, metrics in results.items():

@@ -23,11 +23,13 @@ if __name__ == "__main__":
 
 import seqio  # noqa: E402
 
-from simvlm_jax.training import config_checks  # noqa: E402
 from simvlm_jax.cli import model_dir as restore  # noqa: E402
-from simvlm_jax.training import checkpoints  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
 from simvlm_jax.model.inference import ModelRunner, decode_tokens  # noqa: E402
+from simvlm_jax.training import (
+    checkpoints,  # noqa: E402
+    config_checks,  # noqa: E402
+)
 from simvlm_jax.training.logs import CountProgress  # noqa: E402
 
 

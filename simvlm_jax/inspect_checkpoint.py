@@ -63,7 +63,9 @@ def compare(path: str, other: str) -> tuple[list[str], float]:
             lines.append(f"{name:80s} shapes differ: {a[name].shape} vs {b[name].shape}")
             overall = float("inf")
         else:
-            diff = float(np.max(np.abs(a[name].astype(np.float64) - b[name].astype(np.float64)))) if a[name].size else 0.0
+            diff = (
+                float(np.max(np.abs(a[name].astype(np.float64) - b[name].astype(np.float64)))) if a[name].size else 0.0
+            )
             lines.append(f"{name:80s} {diff:.6g}")
             overall = max(overall, diff)
     lines.append(f"max_abs_diff: {overall:.6g}")
@@ -71,8 +73,11 @@ def compare(path: str, other: str) -> tuple[list[str], float]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simvlm_jax.inspect_checkpoint", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m simvlm_jax.inspect_checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("path", help="a checkpoint_<step> directory or a model directory")
     parser.add_argument("--compare", metavar="OTHER", help="another checkpoint to compare parameters with")
     args = parser.parse_args(argv)

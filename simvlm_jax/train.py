@@ -45,14 +45,17 @@ def main(argv) -> None:
         logging.set_verbosity(logging.WARNING)  # progress, evals and samples are printed; -v 0 for all logs
         startup.drop_known_library_noise()
     if flag_values.coordinator_address:
-        jax.distributed.initialize(flag_values.coordinator_address, flag_values.process_count,
-                                   flag_values.process_index)
+        jax.distributed.initialize(
+            flag_values.coordinator_address, flag_values.process_count, flag_values.process_index
+        )
     if flag_values.tfds_data_dir:
         seqio.set_tfds_data_dir_override(flag_values.tfds_data_dir)
     try:
         errors.run_reporting_configuration_errors(
             lambda: configure_and_train(flag_values.gin_file, flag_values.gin_bindings, flag_values.gin_search_paths),
-            "train", verbosity)
+            "train",
+            verbosity,
+        )
     except bad_records.BadRecordError:
         _exit_now_with_traceback()
 

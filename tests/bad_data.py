@@ -27,11 +27,17 @@ def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height, with one tiny (wrong) data chunk: a bomb or a 0-size image."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def good_images() -> list[bytes]:
@@ -41,9 +47,17 @@ def good_images() -> list[bytes]:
     palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     palette.info["transparency"] = 0
     return [
-        encode(rgb, "JPEG"), encode(rgb, "PNG"), encode(rgb.convert("L"), "PNG"), encode(rgb.convert("LA"), "PNG"),
-        encode(rgb.convert("RGBA"), "PNG"), encode(palette, "PNG"), encode(rgb.convert("CMYK"), "JPEG"),
-        encode(gray16, "PNG"), encode(rgb.convert("1"), "PNG"), encode(rgb, "GIF"), encode(rgb, "BMP"),
+        encode(rgb, "JPEG"),
+        encode(rgb, "PNG"),
+        encode(rgb.convert("L"), "PNG"),
+        encode(rgb.convert("LA"), "PNG"),
+        encode(rgb.convert("RGBA"), "PNG"),
+        encode(palette, "PNG"),
+        encode(rgb.convert("CMYK"), "JPEG"),
+        encode(gray16, "PNG"),
+        encode(rgb.convert("1"), "PNG"),
+        encode(rgb, "GIF"),
+        encode(rgb, "BMP"),
         encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"),
     ]
 

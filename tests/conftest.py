@@ -56,16 +56,21 @@ def model_dir(tmp_path_factory, embedded_data_dir):
 
     run_dir = str(tmp_path_factory.mktemp("caption") / "run")
     with entry_point_gin():
-        gin.parse_config_files_and_bindings([os.path.join(GIN_DIR, "tiny_cpu.gin")], [f"MODEL_DIR = '{run_dir}'"],
-                                            finalize_config=False)
+        gin.parse_config_files_and_bindings(
+            [os.path.join(GIN_DIR, "tiny_cpu.gin")], [f"MODEL_DIR = '{run_dir}'"], finalize_config=False
+        )
         model = gin.query_parameter("%MODEL").scoped_configurable_fn()
         lengths = gin.query_parameter("%TASK_FEATURE_LENGTHS")
         os.makedirs(run_dir)
         with open(os.path.join(run_dir, "config.gin"), "w") as f:
             f.write(gin.config_str())
     s, b = lengths["image"], 1
-    shapes = {"encoder_image": (b, s, s, 3), "encoder_image_mask": (b,),
-              "encoder_input_tokens": (b, lengths["inputs"]), "decoder_input_tokens": (b, lengths["targets"])}
+    shapes = {
+        "encoder_image": (b, s, s, 3),
+        "encoder_image_mask": (b,),
+        "encoder_input_tokens": (b, lengths["inputs"]),
+        "decoder_input_tokens": (b, lengths["targets"]),
+    }
     params = model.get_initial_variables(jax.random.key(0), shapes)["params"]
     checkpoints.CheckpointManager(run_dir).save(1, checkpoints.to_t5x_tree(params, jnp.int32(1), {}))
     return run_dir

@@ -16,7 +16,11 @@ def run_module(module: str, *args: str, timeout: int = 600, env: dict | None = N
     """Runs `python -m module args...` from outside the repository (as an installed user would); returns the
     finished process."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", module, *args],
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 

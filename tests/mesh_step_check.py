@@ -3,7 +3,6 @@ model on a 1-device mesh and on a data=4 x model=2 mesh (and data=2 x fsdp=2 x m
 layers, remat and 2 microbatches against the scanned model on one device); prints JSON."""
 
 import json
-import os
 import sys
 
 import jax
@@ -37,8 +36,9 @@ def one_step(partitioner, scanned=False, num_microbatches=None):
     vocab = seqio.PassThroughVocabulary(size=64, eos_id=1)
     switches = dict(scan_layers=True, remat_policy="full") if scanned else {}
     config = tiny_config(vocab_size=64, image_size=S, num_conv_blocks=0, patch_size=8, **switches)
-    model = SimVLMModel(SimVLMNetwork(config), vocab, vocab,
-                        optax.sgd(0.5))  # SGD: parameters comparable across meshes (Adam amplifies noise)
+    model = SimVLMModel(
+        SimVLMNetwork(config), vocab, vocab, optax.sgd(0.5)
+    )  # SGD: parameters comparable across meshes (Adam amplifies noise)
     data = batch()
     layout = TrainStateLayout(model, partitioner, {k: v.shape for k, v in data.items()})
     state = layout.initialize(jax.random.key(0))
@@ -68,8 +68,12 @@ def main():
         loss, params, shard_shape, full_shape = one_step(partitioner, scanned, microbatches)
         reference = scanned_params if scanned else single_params
         diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), reference, params)
-        out[name] = {"loss": loss, "max_param_diff": max(jax.tree.leaves(diffs)),
-                     "mlp_shard_shape": list(shard_shape), "mlp_full_shape": list(full_shape)}
+        out[name] = {
+            "loss": loss,
+            "max_param_diff": max(jax.tree.leaves(diffs)),
+            "mlp_shard_shape": list(shard_shape),
+            "mlp_full_shape": list(full_shape),
+        }
     print("RESULT " + json.dumps(out))
 
 

@@ -66,11 +66,20 @@ def _train_command(tmp_path, *extra):
     (tmp_path / "bad_pairs_tasks.py").write_text(bad_data.TASK_MODULE_SOURCE)
     env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}", "BAD_PAIRS_PATH": path}
     model_dir = str(tmp_path / "run")
-    args = ["--gin_file=gin/tiny_cpu.gin", f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=4",
-            "--gin.BATCH_SIZE=8", f"--gin.MIXTURE_OR_TASK_NAME={bad_data.TASK_NAME}",
-            "--gin.MIXTURE_OR_TASK_MODULE=bad_pairs_tasks", "--gin.SHUFFLE_TRAIN_EXAMPLES=False",
-            "--gin.train.train_eval_dataset_cfg=None", "--gin.train.infer_eval_dataset_cfg=None",
-            "--gin.train.stats_period=2", *extra]
+    args = [
+        "--gin_file=gin/tiny_cpu.gin",
+        f"--gin.MODEL_DIR={model_dir}",
+        "--gin.TRAIN_STEPS=4",
+        "--gin.BATCH_SIZE=8",
+        f"--gin.MIXTURE_OR_TASK_NAME={bad_data.TASK_NAME}",
+        "--gin.MIXTURE_OR_TASK_MODULE=bad_pairs_tasks",
+        "--gin.SHUFFLE_TRAIN_EXAMPLES=False",
+        "--gin.train.train_eval_dataset_cfg=None",
+        "--gin.train.infer_eval_dataset_cfg=None",
+        "--gin.SAVE_DATASET=False",
+        "--gin.train.stats_period=2",
+        *extra,
+    ]
     return run_module("simvlm_jax.train", *args, env=env, timeout=1200), expected, model_dir
 
 
@@ -79,7 +88,7 @@ def test_train_command_skips_and_counts_bad_records(embedded_data_dir, tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "step 4/4" in done.stdout
     last = [line for line in done.stdout.splitlines() if line.startswith("skipped records:")][-1]
-    counts = {reason: int(n) for reason, n in (part.split() for part in last[len("skipped records: "):].split(", "))}
+    counts = {reason: int(n) for reason, n in (part.split() for part in last[len("skipped records: ") :].split(", "))}
     assert set(counts) == set(expected)
     for reason, n in expected.items():  # 4 steps x 8 > 25 good records: at least one full pass was read
         assert counts[reason] >= n, (reason, counts)

@@ -54,8 +54,9 @@ def _records(proc):
 def test_captions_every_image_kind_and_reports_bad_files(model_dir, images):
     good, (truncated, text_file, missing) = images
     paths = good[:3] + [truncated] + good[3:] + [text_file, missing]
-    records = _records(run_module("simvlm_jax.caption", f"--checkpoint={model_dir}", "--max_decode_length=8",
-                                  "--batch_size=4", *paths))
+    records = _records(
+        run_module("simvlm_jax.caption", f"--checkpoint={model_dir}", "--max_decode_length=8", "--batch_size=4", *paths)
+    )
     assert [r["image"] for r in records] == paths
     by_path = {r["image"]: r for r in records}
     for path in good:
@@ -68,8 +69,17 @@ def test_captions_every_image_kind_and_reports_bad_files(model_dir, images):
 def test_question_beam_search_and_checkpoint_folder(model_dir, images):
     good, (_, _, missing) = images
     ckpt = os.path.join(model_dir, "checkpoint_1")
-    records = _records(run_module("simvlm_jax.caption", f"--checkpoint={ckpt}", "--question=what is in the picture?",
-                                  "--beam_size=2", "--max_decode_length=6", good[1], good[2]))
+    records = _records(
+        run_module(
+            "simvlm_jax.caption",
+            f"--checkpoint={ckpt}",
+            "--question=what is in the picture?",
+            "--beam_size=2",
+            "--max_decode_length=6",
+            good[1],
+            good[2],
+        )
+    )
     assert [r["image"] for r in records] == good[1:3] and all(isinstance(r["text"], str) for r in records)
 
     proc = run_module("simvlm_jax.caption", f"--checkpoint={model_dir}", "--max_decode_length=4", missing)
@@ -86,7 +96,10 @@ def test_directories_stand_for_their_image_files(tmp_path):
     photos, empty = str(tmp_path / "photos"), str(tmp_path / "empty")
     assert expand_inputs([photos, "x.jpg"]) == [(f"{photos}/a.png", None), (f"{photos}/b.JPG", None), ("x.jpg", None)]
     assert [p for p, _ in expand_inputs([photos], recursive=True)] == [
-        f"{photos}/a.png", f"{photos}/b.JPG", f"{photos}/sub/c.webp"]
+        f"{photos}/a.png",
+        f"{photos}/b.JPG",
+        f"{photos}/sub/c.webp",
+    ]
     [(path, error)] = expand_inputs([empty])
     assert path == empty and "no image files" in error
 
@@ -94,8 +107,9 @@ def test_directories_stand_for_their_image_files(tmp_path):
 def test_a_directory_on_the_command_line(model_dir, images):
     good, _ = images
     folder = os.path.dirname(good[0])
-    records = _records(run_module("simvlm_jax.caption", f"--checkpoint={model_dir}", "--max_decode_length=4",
-                                  "--batch_size=8", folder))
+    records = _records(
+        run_module("simvlm_jax.caption", f"--checkpoint={model_dir}", "--max_decode_length=4", "--batch_size=8", folder)
+    )
     captioned = sorted(p for p in os.listdir(folder) if p.endswith((".jpg", ".png")))
     assert [os.path.basename(r["image"]) for r in records] == captioned  # sorted, bad files reported in place
     assert {os.path.basename(r["image"]) for r in records if "text" in r} == {os.path.basename(p) for p in good}

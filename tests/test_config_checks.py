@@ -26,37 +26,80 @@ def _config_error(tmp_path, *bindings: str) -> str:
     """The message the command would print for these gin bindings (fails if training would start)."""
     model_dir = tmp_path / "run"
     with pytest.raises(Exception) as info:
-        train_entry.configure_and_train(TINY, [f"MODEL_DIR = '{model_dir}'", "BATCH_SIZE = 8", "TRAIN_STEPS = 1",
-                                               *bindings], finalize_config=False)
+        train_entry.configure_and_train(
+            TINY, [f"MODEL_DIR = '{model_dir}'", "BATCH_SIZE = 8", "TRAIN_STEPS = 1", *bindings], finalize_config=False
+        )
     message = errors.configuration_message(info.value, "train")
     assert message is not None, f"not reported as a configuration error: {info.value!r}"
     assert not model_dir.exists()  # nothing was written
     return message
 
 
-@pytest.mark.parametrize("bindings,expected", [
-    (["TASK_FEATURE_LENGTHS = {'inputs': 100, 'targets': 32, 'image': 64}"],
-     ["TASK_FEATURE_LENGTHS['inputs']=100 exceeds the model's max_text_length 64", "lower it to at most 64"]),
-    (["TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 32, 'image': 60}"],
-     ["TASK_FEATURE_LENGTHS['image']=60 cannot be tiled", "stride is 16 pixels", "e.g. 48 or 64"]),
-    (["TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 32, 'image': 4096}"],
-     ["This run needs at least", "GiB of memory", "but the machine has", "lower BATCH_SIZE, the image size"]),
-    (["network.SimVLMConfig.vocab_size = 1000"],
-     ["VOCABULARY has 2000 ids but the model's embedding table has vocab_size=1000",
-      "set network.SimVLMConfig.vocab_size = 2000"]),
-    (["network.SimVLMConfig.num_heads = -1"], ["SimVLMConfig.num_heads must be a positive integer, got -1"]),
-    (["TRAIN_STEP = 3"], ["Gin macro TRAIN_STEP is set", "Did you mean TRAIN_STEPS"]),
-    (["train.total_step = 3"], ["train() has no argument 'total_step'", "did you mean train.total_steps"]),
-    (["utils.SaveCheckpointConfig.perod = 3"], ["Did you mean utils.SaveCheckpointConfig.period?"]),
-    (["network.SimVLMConfig.emb_dimm = 3"], ["doesn't have a parameter named 'emb_dimm'",
-                                            "(bindings string line", "Did you mean network.SimVLMConfig.emb_dim"]),
-    (["MIXTURE_OR_TASK_NAME = 'embedded_prefixlm_mixx'"],
-     ["No SeqIO task or mixture named 'embedded_prefixlm_mixx'", "Did you mean 'embedded_prefixlm_mix'"]),
-    (["BATCH_SIZE = 0"], ["BATCH_SIZE must be a positive integer, got 0"]),
-    (["CHECKPOINTS_TO_KEEP = -1"], ["CHECKPOINTS_TO_KEEP must be a positive integer", "None keeps every"]),
-    (["TRAIN_STEPS = 0"], ["total_steps (0) must be larger than start_step (0): set TRAIN_STEPS above"]),
-    (["train.bad_record_policy = 'skipp'"], ["bad_record_policy must be one of"]),
-])
+@pytest.mark.parametrize(
+    "bindings,expected",
+    [
+        (
+            ["TASK_FEATURE_LENGTHS = {'inputs': 100, 'targets': 32, 'image': 64}"],
+            ["TASK_FEATURE_LENGTHS['inputs']=100 exceeds the model's max_text_length 64", "lower it to at most 64"],
+        ),
+        (
+            ["TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 32, 'image': 60}"],
+            ["TASK_FEATURE_LENGTHS['image']=60 cannot be tiled", "stride is 16 pixels", "e.g. 48 or 64"],
+        ),
+        (
+            ["TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 32, 'image': 4096}"],
+            ["This run needs at least", "GiB of memory", "but the machine has", "lower BATCH_SIZE, the image size"],
+        ),
+        (
+            ["network.SimVLMConfig.vocab_size = 1000"],
+            [
+                "VOCABULARY has 2000 ids but the model's embedding table has vocab_size=1000",
+                "set network.SimVLMConfig.vocab_size = 2000",
+            ],
+        ),
+        (["network.SimVLMConfig.num_heads = -1"], ["SimVLMConfig.num_heads must be a positive integer, got -1"]),
+        (["TRAIN_STEP = 3"], ["Gin macro TRAIN_STEP is set", "Did you mean TRAIN_STEPS"]),
+        (["train_script.train.total_step = 3"],
+     ["train() has no argument 'total_step'", "did you mean train.total_steps"]),
+        (["utils.SaveCheckpointConfig.perod = 3"], ["Did you mean utils.SaveCheckpointConfig.period?"]),
+        (
+            ["network.SimVLMConfig.emb_dimm = 3"],
+            [
+                "doesn't have a parameter named 'emb_dimm'",
+                "(bindings string line",
+                "Did you mean network.SimVLMConfig.emb_dim",
+            ],
+        ),
+        (
+            ["MIXTURE_OR_TASK_NAME = 'embedded_prefixlm_mixx'"],
+            ["No SeqIO task or mixture named 'embedded_prefixlm_mixx'", "Did you mean 'embedded_prefixlm_mix'"],
+        ),
+        (["BATCH_SIZE = 0"], ["BATCH_SIZE must be a positive integer, got 0"]),
+        (["CHECKPOINTS_TO_KEEP = -1"], ["CHECKPOINTS_TO_KEEP must be a positive integer", "None keeps every"]),
+        (["TRAIN_STEPS = 0"], ["total_steps (0) must be larger than start_step (0): set TRAIN_STEPS above"]),
+        (["train_script.train.bad_record_policy = 'skipp'"], ["bad_record_policy must be one of"]),
+        # T5X settings this trainer does not implement are refused, never ignored.
+        (
+            ["utils.SaveCheckpointConfig.dtype = 'bfloat16'"],
+            ["utils.SaveCheckpointConfig.dtype = 'bfloat16' is not supported", "float32 parameters"],
+        ),
+        (
+            ["train/utils.DatasetConfig.pack = True"],
+            ["utils.DatasetConfig.pack = True is not supported", "cannot be packed"],
+        ),
+        (
+            ["utils.RestoreCheckpointConfig.strict = False"],
+            ["utils.RestoreCheckpointConfig.strict = False is not supported"],
+        ),
+        (
+            [
+                "utils.RestoreCheckpointConfig.path = '/tmp/some_model_dir'",
+                "utils.RestoreCheckpointConfig.mode = 'specific'",
+            ],
+            ["mode='specific' restores one checkpoint_<step> folder", "set mode='latest'"],
+        ),
+    ],
+)
 def test_configuration_errors(gin_entry_points, embedded_data_dir, tmp_path, bindings, expected):
     message = _config_error(tmp_path, *bindings)
     assert len(message.splitlines()) <= 2, message
@@ -65,15 +108,21 @@ def test_configuration_errors(gin_entry_points, embedded_data_dir, tmp_path, bin
 
 
 def test_checkpoint_with_another_vocabulary_is_refused_before_restoring(gin_entry_points, model_dir, tmp_path):
-    message = _config_error(tmp_path, f"utils.RestoreCheckpointConfig.path = '{model_dir}/checkpoint_1'",
-                            "network.SimVLMConfig.vocab_size = 3000")
+    message = _config_error(
+        tmp_path,
+        f"utils.RestoreCheckpointConfig.path = '{model_dir}/checkpoint_1'",
+        "network.SimVLMConfig.vocab_size = 3000",
+    )
     assert "was trained with a vocabulary of 2000 ids" in message and "this model has 3000" in message, message
     assert "use the checkpoint's VOCABULARY" in message
 
 
 def test_a_missing_checkpoint_to_restore_is_named_before_any_data(gin_entry_points, embedded_data_dir, tmp_path):
-    message = _config_error(tmp_path, f"utils.RestoreCheckpointConfig.path = '{tmp_path}/nowhere/checkpoint_5'",
-                            "utils.RestoreCheckpointConfig.fallback_to_scratch = False")
+    message = _config_error(
+        tmp_path,
+        f"utils.RestoreCheckpointConfig.path = '{tmp_path}/nowhere/checkpoint_5'",
+        "utils.RestoreCheckpointConfig.fallback_to_scratch = False",
+    )
     assert "nowhere/checkpoint_5" in message and "INITIAL_CHECKPOINT_PATH" in message, message
 
 
@@ -93,20 +142,32 @@ def test_model_dir_that_is_a_file_or_unwritable(tmp_path):
 @pytest.mark.subprocess
 def test_the_command_reports_a_mistake_in_two_lines_and_writes_nothing(embedded_data_dir, tmp_path):
     model_dir = tmp_path / "run"
-    done = run_module("simvlm_jax.train", "--gin_file=gin/tiny_cpu.gin", f"--gin.MODEL_DIR={model_dir}",
-                      "--gin.network.SimVLMConfig.emb_dimm=3", timeout=300)
+    done = run_module(
+        "simvlm_jax.train",
+        "--gin_file=gin/tiny_cpu.gin",
+        f"--gin.MODEL_DIR={model_dir}",
+        "--gin.network.SimVLMConfig.emb_dimm=3",
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.splitlines() == [
         "Configuration error: Configurable 'network.SimVLMConfig' doesn't have a parameter named 'emb_dimm'. "
         "(bindings string line 2: network.SimVLMConfig.emb_dimm = 3)",
-        "Did you mean network.SimVLMConfig.emb_dim or network.SimVLMConfig.mlp_dim or network.SimVLMConfig.head_dim?"]
+        "Did you mean network.SimVLMConfig.emb_dim or network.SimVLMConfig.mlp_dim or network.SimVLMConfig.head_dim?",
+    ]
     assert done.stdout == "" and not model_dir.exists()
 
 
 @pytest.mark.subprocess
 def test_batch_size_not_divisible_by_the_data_parallel_size(embedded_data_dir, tmp_path):
-    done = run_module("simvlm_jax.train", "--gin_file=gin/tiny_cpu.gin", f"--gin.MODEL_DIR={tmp_path / 'run'}",
-                      "--gin.BATCH_SIZE=3", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=300)
+    done = run_module(
+        "simvlm_jax.train",
+        "--gin_file=gin/tiny_cpu.gin",
+        f"--gin.MODEL_DIR={tmp_path / 'run'}",
+        "--gin.BATCH_SIZE=3",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "BATCH_SIZE=3 is not divisible by the data-parallel size 2" in done.stderr, done.stderr[-3000:]
 

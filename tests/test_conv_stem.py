@@ -63,9 +63,12 @@ def test_one_by_one_conv_equals_lax_conv_with_gradients(strides, size):
 
     def reference(p, t):
         kernel = p["params"]["kernel"]
-        kernel = (kernel - kernel.mean((0, 1, 2), keepdims=True)) / jnp.sqrt(kernel.var((0, 1, 2), keepdims=True) + 1e-10)
-        return jax.lax.conv_general_dilated(t, kernel, (strides, strides), "SAME",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        kernel = (kernel - kernel.mean((0, 1, 2), keepdims=True)) / jnp.sqrt(
+            kernel.var((0, 1, 2), keepdims=True) + 1e-10
+        )
+        return jax.lax.conv_general_dilated(
+            t, kernel, (strides, strides), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
 
     _close(module.apply(params, x), reference(params, x), tol=1e-5)
     weights = _random(reference(params, x).shape, 4)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from simvlm_jax.model import decoding
-from tests.helpers import B, L_DEC, make_batch, make_model
+from tests.helpers import L_DEC, B, make_batch, make_model
 
 EOS = 1
 
@@ -175,9 +175,7 @@ def expected_frequencies(temperature, top_k, top_p):
     return probs / probs.sum()
 
 
-@pytest.mark.parametrize(
-    "temperature, top_k, top_p", [(0.5, 0, 1.0), (1.0, 3, 1.0), (1.0, 0, 0.7), (2.0, 4, 0.6)]
-)
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.5, 0, 1.0), (1.0, 3, 1.0), (1.0, 0, 0.7), (2.0, 4, 0.6)])
 def test_sample_frequencies_match_the_cut_distribution(temperature, top_k, top_p):
     draws = 20000
 
@@ -208,8 +206,16 @@ def test_sampling_arguments_are_checked():
 # It bans the pad id (pad_id=0): score_batch reads a 0 target as padding, and this random model's
 # favourite token after BOS (id 0) is 0 itself.
 # ---------------------------------------------------------------------------------------------------
-SMALL = dict(num_conv_blocks=0, patch_size=16, num_encoder_layers=1, num_decoder_layers=1, emb_dim=32,
-             mlp_dim=64, num_heads=2, head_dim=16)
+SMALL = dict(
+    num_conv_blocks=0,
+    patch_size=16,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    emb_dim=32,
+    mlp_dim=64,
+    num_heads=2,
+    head_dim=16,
+)
 _ENCODER_FEATURES = ("encoder_image", "encoder_image_mask", "encoder_input_tokens")
 _SCORING_ROWS = 8  # rescored rows are padded to this count so that score_batch compiles once
 
@@ -310,8 +316,12 @@ def test_prompt_with_targets_forces_the_decoder_prefix(small, method, num_decode
     prompted["decoder_input_tokens"] = np.array([[0, 7, 8, 0, 0, 0], [0, 9, EOS, 0, 0, 0]], np.int32)
     prompt_length = np.array([2, 1])
     tokens, scores = small.predict(
-        params, prompted, dynamic={"alpha": 0.0} if method == "beam" else None,
-        decoder_params={"method": method, "pad_id": 0}, num_decodes=num_decodes, return_all_decodes=True,
+        params,
+        prompted,
+        dynamic={"alpha": 0.0} if method == "beam" else None,
+        decoder_params={"method": method, "pad_id": 0},
+        num_decodes=num_decodes,
+        return_all_decodes=True,
         prompt_with_targets=True,
     )
     assert tokens.shape == (B, num_decodes, L_DEC)

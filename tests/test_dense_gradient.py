@@ -1,11 +1,13 @@
-"""layers.contract: the hand-written backward pass equals JAX's own gradient of dot_general."""
+"""layers.contract_cpu_backward: the hand-written backward pass equals JAX's own gradient of dot_general;
+it is used on XLA:CPU only."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simvlm_jax.network.layers import contract
+from simvlm_jax.network.layers import contract_cpu_backward as contract
+from simvlm_jax.network.layers import hand_written_backward
 
 
 def _reference(x, kernel, contract_dims):
@@ -33,8 +35,9 @@ def test_values_and_gradients_match_autodiff(x_shape, kernel_shape, contract_dim
     def loss(fn):
         return lambda x, k: jnp.sum(fn(x, k, contract_dims) * cotangent)
 
-    np.testing.assert_allclose(contract(x, kernel, contract_dims), _reference(x, kernel, contract_dims),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        contract(x, kernel, contract_dims), _reference(x, kernel, contract_dims), rtol=1e-6, atol=1e-6
+    )
     ours = jax.jit(jax.grad(loss(contract), argnums=(0, 1)))(x, kernel)
     theirs = jax.grad(loss(_reference), argnums=(0, 1))(x, kernel)
     for a, b in zip(ours, theirs):
@@ -46,9 +49,7 @@ def test_bfloat16_gradients_keep_dtypes_and_values():
     x = jax.random.normal(jax.random.key(1), (3, 4, 8), jnp.bfloat16)
     kernel = jax.random.normal(jax.random.key(2), (8, 6), jnp.bfloat16)
     grads = jax.grad(lambda x, k: jnp.sum(contract(x, k, 1).astype(jnp.float32) ** 2), argnums=(0, 1))(x, kernel)
-    expected = jax.grad(lambda x, k: jnp.sum(_reference(x, k, 1).astype(jnp.float32) ** 2), argnums=(0, 1))(
-        x, kernel
-    )
+    expected = jax.grad(lambda x, k: jnp.sum(_reference(x, k, 1).astype(jnp.float32) ** 2), argnums=(0, 1))(x, kernel)
     for a, b in zip(grads, expected):
         assert a.dtype == jnp.bfloat16
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=2e-2, atol=2e-2)
@@ -67,3 +68,18 @@ def test_second_use_under_remat_and_vmap():
     theirs = jax.grad(loss(_reference), argnums=(0, 1))(x, kernel)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_workaround_is_chosen_per_backend():
+    import jax
+
+    from simvlm_jax.network import layers
+
+    assert hand_written_backward("cpu") and not hand_written_backward("gpu") and not hand_written_backward("tpu")
+    # On this CPU backend DenseGeneral's contraction is the hand-written one, so forward mode cannot pass it;
+    # the plain form used elsewhere can.
+    x, k = jnp.ones((2, 3)), jnp.ones((3, 4))
+    assert jax.default_backend() == "cpu"
+    with pytest.raises(TypeError):
+        jax.jvp(lambda a: layers.contract(a, k, 1), (x,), (x,))
+    jax.jvp(lambda a: layers._dot(a, k, 1), (x,), (x,))

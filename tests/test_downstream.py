@@ -1,7 +1,5 @@
 """easy-VQA (builder, task, metric), the fine-tuning schedule offset, and the curves picture."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -29,12 +27,29 @@ def test_easy_vqa_builder_holds_the_packaged_benchmark(easy_vqa_task):
     for record in tfds.as_numpy(builder.as_dataset(split="test[:5]")):  # TFDS stores them shuffled by key
         question, answer, image_id = questions[int(record["question_id"])]
         assert (record["question"].decode(), record["answer"].decode(), int(record["image_id"])) == (
-            question, answer, image_id)
+            question,
+            answer,
+            image_id,
+        )
         with PIL.Image.open(easy_vqa.package_data_dir() / "test" / "images" / f"{image_id}.png") as png:
             np.testing.assert_array_equal(record["image"], np.asarray(png.convert("RGB")))
     assert sorted(easy_vqa.answer_vocabulary()) == sorted(
-        ["circle", "rectangle", "triangle", "yes", "no", "red", "green", "blue", "black", "gray", "teal", "brown",
-         "yellow"])
+        [
+            "circle",
+            "rectangle",
+            "triangle",
+            "yes",
+            "no",
+            "red",
+            "green",
+            "blue",
+            "black",
+            "gray",
+            "teal",
+            "brown",
+            "yellow",
+        ]
+    )
 
 
 def test_easy_vqa_examples_put_the_question_in_the_encoder(easy_vqa_task):
@@ -44,7 +59,10 @@ def test_easy_vqa_examples_put_the_question_in_the_encoder(easy_vqa_task):
     eos = vocabulary.eos_id
     for ex in dataset.take(20).as_numpy_iterator():
         assert vocabulary.decode(ex["inputs"].tolist()) == ex["inputs_pretokenized"].decode()  # no EOS in the prefix
-        assert ex["targets"][-1] == eos and vocabulary.decode(ex["targets"][:-1].tolist()) == ex["targets_pretokenized"].decode()
+        assert (
+            ex["targets"][-1] == eos
+            and vocabulary.decode(ex["targets"][:-1].tolist()) == ex["targets_pretokenized"].decode()
+        )
         assert ex["image"].shape == (64, 64, 3) and ex["image_mask"].tolist() == [1.0]
         assert [a.decode() for a in ex["answers"]] == [ex["targets_pretokenized"].decode()]
 

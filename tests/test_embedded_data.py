@@ -11,8 +11,8 @@ import re
 
 import numpy as np
 import pytest
-import seqio
 import sentencepiece as spm
+import seqio
 import tensorflow_datasets as tfds
 
 from simvlm_jax.data import embedded, scenes, text_corpus, vocabulary
@@ -77,8 +77,7 @@ def test_scenes_are_deterministic_and_order_independent():
 def test_generate_scene_shapes_and_caption_grammar():
     grammar = re.compile(
         r"^a (small|large) (%s) (%s)( (to the left of|to the right of|above|below) "
-        r"a (small|large) (%s) (%s))?$"
-        % (("|".join(scenes.COLOUR_NAMES), "|".join(scenes.SHAPES)) * 2)
+        r"a (small|large) (%s) (%s))?$" % (("|".join(scenes.COLOUR_NAMES), "|".join(scenes.SHAPES)) * 2)
     )
     counts = collections.Counter()
     for image, caption, meta in scenes.generate_split("train", 200):
@@ -203,12 +202,9 @@ def test_embedded_scenes_builder(prepared, small_sizes):
         "validation": small_sizes["NUM_VALIDATION"],
         "heldout": small_sizes["NUM_HELDOUT"],
     }
-    assert embedded.split_counts(os.path.dirname(prepared["tfds_data_dir"]))["embedded_scenes"] == (
-        expected
-    )
+    assert embedded.split_counts(os.path.dirname(prepared["tfds_data_dir"]))["embedded_scenes"] == (expected)
     for split, count in expected.items():
-        ds = tfds.load("embedded_scenes", split=split, data_dir=prepared["tfds_data_dir"],
-                       download=False)
+        ds = tfds.load("embedded_scenes", split=split, data_dir=prepared["tfds_data_dir"], download=False)
         examples = list(tfds.as_numpy(ds))
         assert len(examples) == count
         for ex in examples[:8]:
@@ -225,8 +221,7 @@ def test_embedded_scenes_builder(prepared, small_sizes):
 
 def test_pydoc_text_builder(prepared):
     for split in text_corpus.SPLITS:
-        ds = tfds.load("pydoc_text", split=split, data_dir=prepared["tfds_data_dir"],
-                       download=False)
+        ds = tfds.load("pydoc_text", split=split, data_dir=prepared["tfds_data_dir"], download=False)
         texts = {ex["id"].decode(): ex["text"].decode() for ex in tfds.as_numpy(ds)}
         assert texts == {d.id: d.text for d in text_corpus.documents(split)}
 
@@ -296,7 +291,10 @@ def test_vocabulary_command_line(tmp_path, capsys):
     processor = spm.SentencePieceProcessor(model_file=path)
     assert processor.get_piece_size() == 300
     assert (processor.pad_id(), processor.eos_id(), processor.unk_id(), processor.bos_id()) == (
-        0, 1, 2, -1,
+        0,
+        1,
+        2,
+        -1,
     )
     assert os.path.exists(prefix + ".vocab")
     assert not [name for name in os.listdir(tmp_path / "out") if ".tmp" in name]

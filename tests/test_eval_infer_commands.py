@@ -9,18 +9,24 @@ from tests.helpers import run_module
 
 def test_eval_writes_caption_metrics(model_dir, tmp_path):
     out = str(tmp_path / "eval")
-    done = run_module("simvlm_jax.eval", "--gin_file=gin/runs/eval.gin", f"--gin.CHECKPOINT_PATH={model_dir}",
-                      "--gin.MIXTURE_OR_TASK_NAME=embedded_heldout_captioning", f"--gin.EVAL_OUTPUT_DIR={out}",
-                      "--gin.BATCH_SIZE=16", "--gin.NUM_EXAMPLES=24")
+    done = run_module(
+        "simvlm_jax.eval",
+        "--gin_file=gin/runs/eval.gin",
+        f"--gin.CHECKPOINT_PATH={model_dir}",
+        "--gin.MIXTURE_OR_TASK_NAME=embedded_heldout_captioning",
+        f"--gin.EVAL_OUTPUT_DIR={out}",
+        "--gin.BATCH_SIZE=16",
+        "--gin.NUM_EXAMPLES=24",
+    )
     assert done.returncode == 0, done.stderr[-4000:]
-    line = [json.loads(l) for l in done.stdout.splitlines() if l.startswith("{")][0]
+    line = [json.loads(line_) for line_ in done.stdout.splitlines() if line_.startswith("{")][0]
     assert line["task"] == "embedded_heldout_captioning" and line["step"] == 1
     assert {"bleu_4", "meteor", "rouge_l", "cider", "exact_match"} <= set(line)
     assert line["exact_match"] == 0.0  # random parameters never write a reference caption
     assert "eval: 24/24 examples" in done.stdout  # the decoding progress line (its final one)
     metrics_file = os.path.join(out, "embedded_heldout_captioning-metrics.jsonl")
     assert json.loads(open(metrics_file).readline())["step"] == 1
-    rows = [json.loads(l) for l in open(os.path.join(out, "embedded_heldout_captioning-000001.jsonl"))]
+    rows = [json.loads(line_) for line_ in open(os.path.join(out, "embedded_heldout_captioning-000001.jsonl"))]
     assert len(rows) == 24
     for row in rows:  # each prediction names its input; the image is summarised by its shape, not dumped
         assert row["input"]["example_id"].startswith("heldout-"), row["input"]
@@ -31,9 +37,16 @@ def test_eval_writes_caption_metrics(model_dir, tmp_path):
 
 def test_infer_writes_one_prediction_per_example(model_dir, tmp_path):
     out = str(tmp_path / "infer")
-    done = run_module("simvlm_jax.infer", "--gin_file=gin/runs/infer.gin", f"--gin.CHECKPOINT_PATH={model_dir}",
-                      "--gin.MIXTURE_OR_TASK_NAME=embedded_scenes_captioning", f"--gin.INFER_OUTPUT_DIR={out}",
-                      "--gin.BATCH_SIZE=8", "--gin.NUM_EXAMPLES=10", "--gin.INFER_SPLIT='heldout'")
+    done = run_module(
+        "simvlm_jax.infer",
+        "--gin_file=gin/runs/infer.gin",
+        f"--gin.CHECKPOINT_PATH={model_dir}",
+        "--gin.MIXTURE_OR_TASK_NAME=embedded_scenes_captioning",
+        f"--gin.INFER_OUTPUT_DIR={out}",
+        "--gin.BATCH_SIZE=8",
+        "--gin.NUM_EXAMPLES=10",
+        "--gin.INFER_SPLIT='heldout'",
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     rows = [json.loads(line) for line in open(os.path.join(out, "embedded_scenes_captioning-heldout.jsonl"))]
     assert [r["index"] for r in rows] == list(range(10))  # every example, in order (10 = 8 + a padded 2)

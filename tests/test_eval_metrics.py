@@ -26,8 +26,10 @@ def test_importing_the_model_pulls_in_no_scorer():
     import subprocess
     import sys
 
-    code = ("import sys, simvlm_jax.model.simvlm_model, simvlm_jax.training.trainer; "
-            "print(sorted(m for m in ('pycocoevalcap', 'sacrebleu', 'simvlm_jax.metrics') if m in sys.modules))")
+    code = (
+        "import sys, simvlm_jax.model.simvlm_model, simvlm_jax.training.trainer; "
+        "print(sorted(m for m in ('pycocoevalcap', 'sacrebleu', 'simvlm_jax.metrics') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
@@ -149,8 +151,11 @@ def test_exact_match():
 
 def test_bleu_equals_sacrebleu_corpus_bleu():
     hyps = ["The cat sits on the mat.", "A man plays a guitar on stage.", "Two children run in a park."]
-    refs_a = ["The cat is sitting on the mat.", "A man is playing guitar on a stage.",
-              "Two kids are running in the park."]
+    refs_a = [
+        "The cat is sitting on the mat.",
+        "A man is playing guitar on a stage.",
+        "Two kids are running in the park.",
+    ]
     refs_b = ["A cat sits on a mat.", "Someone plays the guitar.", "Children running through a park."]
     ours = metrics_lib.bleu([[a, b] for a, b in zip(refs_a, refs_b)], hyps)
     assert ours == {"bleu": pytest.approx(sacrebleu.corpus_bleu(hyps, [refs_a, refs_b], tokenize="13a").score)}

@@ -12,8 +12,18 @@ from simvlm_jax.network import tiny_config
 def test_step_flops_by_hand():
     # D = 8, A = heads * head_dim = 2 * 4 = 8, M = 16, V = 10, one encoder and one decoder layer;
     # a 32x32 image in 16x16 patches -> 4 image tokens; 3 prefix tokens -> Le = 7; Ld = 2.
-    cfg = tiny_config(emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16, vocab_size=10, num_encoder_layers=1,
-                      num_decoder_layers=1, num_conv_blocks=0, patch_size=16, image_size=32)
+    cfg = tiny_config(
+        emb_dim=8,
+        num_heads=2,
+        head_dim=4,
+        mlp_dim=16,
+        vocab_size=10,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        num_conv_blocks=0,
+        patch_size=16,
+        image_size=32,
+    )
     counted = flops.step_flops(cfg, text_length=3, decoder_length=2)
     patch_conv = 2 * (2 * 2) * (16 * 16 * 3) * 8  # 2 * outputs * kernel volume * out channels = 49,152
     encoder = 2 * 7 * 8 * 24 + 2 * 7 * 8 * 8 + 4 * 7 * 7 * 8 + 4 * 7 * 8 * 16  # qkv, out, scores+values, MLP
@@ -24,7 +34,11 @@ def test_step_flops_by_hand():
     assert counted.conv_stem == counted.first_conv == patch_conv
     assert counted.image_projection == 0
     assert (counted.encoder, counted.decoder_self, counted.cross_attention, counted.logits) == (
-        encoder, decoder_self, cross, logits)
+        encoder,
+        decoder_self,
+        cross,
+        logits,
+    )
     forward = patch_conv + encoder + decoder_self + cross + logits
     assert counted.forward == forward == 63136
     assert counted.train == 3 * forward - patch_conv  # no input gradient for the pixels
@@ -44,9 +58,20 @@ def test_conv_stem_flops_by_hand():
 @pytest.mark.parametrize("num_conv_blocks", [0, 1])
 def test_analytic_train_flops_match_xla_cost_analysis(num_conv_blocks):
     """XLA also counts elementwise work (norms, softmax, Adam), so agreement within 10% is expected."""
-    cfg = tiny_config(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=1024, vocab_size=4000, num_encoder_layers=2,
-                      num_decoder_layers=2, num_conv_blocks=num_conv_blocks, patch_size=8, stem_width=16,
-                      stem_blocks_per_stage=(1,), image_size=32)
+    cfg = tiny_config(
+        emb_dim=256,
+        num_heads=4,
+        head_dim=64,
+        mlp_dim=1024,
+        vocab_size=4000,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        num_conv_blocks=num_conv_blocks,
+        patch_size=8,
+        stem_width=16,
+        stem_blocks_per_stage=(1,),
+        image_size=32,
+    )
     shapes = measure.Shapes(batch=4, text_length=16, decoder_length=16)
     init, step = measure.train_step_fn(cfg)
     batch = jax.eval_shape(lambda: jax.tree.map(jax.numpy.asarray, measure.random_batch(cfg, shapes)))

@@ -8,10 +8,9 @@ import gin
 import pytest
 
 from simvlm_jax import eval as eval_lib
-from simvlm_jax.cli import gin_flags as gin_utils
 from simvlm_jax import infer as infer_lib
 from simvlm_jax import train as train_lib
-
+from simvlm_jax.cli import gin_flags as gin_utils
 from tests.helpers import GIN_DIR
 
 ALL_GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, "**", "*.gin"), recursive=True))
@@ -24,11 +23,22 @@ RUN_GINS_REQUIRED = {
     os.path.join("runs", "pretrain.gin"): ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_DIR"],
     os.path.join("runs", "eval.gin"): ["CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "EVAL_OUTPUT_DIR"],
     os.path.join("runs", "infer.gin"): ["CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "INFER_OUTPUT_DIR"],
-    os.path.join("runs", "finetune.gin"): ["INITIAL_CHECKPOINT_PATH", "INITIAL_STEP", "MIXTURE_OR_TASK_NAME",
-                                           "MODEL_DIR", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS"],
+    os.path.join("runs", "finetune.gin"): [
+        "INITIAL_CHECKPOINT_PATH",
+        "INITIAL_STEP",
+        "MIXTURE_OR_TASK_NAME",
+        "MODEL_DIR",
+        "TASK_FEATURE_LENGTHS",
+        "TRAIN_STEPS",
+    ],
 }
-CONTEXT = ["TRAIN_STEPS = 10", "MODEL_DIR = '/tmp/x'", "VOCABULARY = None", "MODEL = None",
-           "LEARNING_RATE_SCHEDULE = None"]
+CONTEXT = [
+    "TRAIN_STEPS = 10",
+    "MODEL_DIR = '/tmp/x'",
+    "VOCABULARY = None",
+    "MODEL = None",
+    "LEARNING_RATE_SCHEDULE = None",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -72,9 +82,11 @@ def test_experiment_builds_its_model_and_configs(experiment):
     from simvlm_jax.model import simvlm_model as models
 
     gin.add_config_file_search_path(GIN_DIR)
-    gin.parse_config_files_and_bindings([os.path.join(GIN_DIR, experiment)],
-                                        ["MODEL_DIR = '/tmp/x'"] + EXPERIMENT_FLAGS.get(experiment, []),
-                                        finalize_config=False)
+    gin.parse_config_files_and_bindings(
+        [os.path.join(GIN_DIR, experiment)],
+        ["MODEL_DIR = '/tmp/x'"] + EXPERIMENT_FLAGS.get(experiment, []),
+        finalize_config=False,
+    )
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()
     assert isinstance(model, models.SimVLMModel)
     lengths = gin.query_parameter("%TASK_FEATURE_LENGTHS")
@@ -93,9 +105,24 @@ def test_missing_required_macro_fails_at_once_naming_it():
 
 
 def test_gin_shorthand_flags_are_rewritten_and_bare_paths_quoted():
-    assert gin_utils.rewrite_gin_args(["prog", "--gin.MODEL_DIR=/tmp/run", "--gin.TRAIN_STEPS=6",
-                                       "--gin.X='a'", "--gin.Y=@f()", "--gin.Z=gs://b/x", "--other=1"]) == [
-        "prog", "--gin_bindings=MODEL_DIR = '/tmp/run'", "--gin_bindings=TRAIN_STEPS = 6",
-        "--gin_bindings=X = 'a'", "--gin_bindings=Y = @f()", "--gin_bindings=Z = 'gs://b/x'", "--other=1"]
+    assert gin_utils.rewrite_gin_args(
+        [
+            "prog",
+            "--gin.MODEL_DIR=/tmp/run",
+            "--gin.TRAIN_STEPS=6",
+            "--gin.X='a'",
+            "--gin.Y=@f()",
+            "--gin.Z=gs://b/x",
+            "--other=1",
+        ]
+    ) == [
+        "prog",
+        "--gin_bindings=MODEL_DIR = '/tmp/run'",
+        "--gin_bindings=TRAIN_STEPS = 6",
+        "--gin_bindings=X = 'a'",
+        "--gin_bindings=Y = @f()",
+        "--gin_bindings=Z = 'gs://b/x'",
+        "--other=1",
+    ]
     with pytest.raises(ValueError, match="no '='"):
         gin_utils.rewrite_gin_args(["--gin.MODEL_DIR"])

@@ -47,10 +47,18 @@ def test_reexec_keeps_the_command_line_and_runs_once():
         "print(sys.argv[1:], host_memory.huge_pages_in_use())"
     )
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    out = subprocess.run([sys.executable, "-c", code, "x", "--y=2"], env=env, capture_output=True, text=True,
-                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
-    expected = host_memory.huge_page_env(env, host_memory.transparent_huge_page_mode(),
-                                         host_memory._glibc_supports_hugetlb()) is not None
+    out = subprocess.run(
+        [sys.executable, "-c", code, "x", "--y=2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    ).stdout
+    expected = (
+        host_memory.huge_page_env(env, host_memory.transparent_huge_page_mode(), host_memory._glibc_supports_hugetlb())
+        is not None
+    )
     expected = expected and sys.platform == "linux"
     assert out.count("start") == (2 if expected else 1)
     assert out.strip().splitlines()[-1] == f"['x', '--y=2'] {expected}"

@@ -18,16 +18,28 @@ from simvlm_jax.training import checkpoints
 from tests.helpers import inspect_checkpoint, run_module
 
 STEPS = 8
-RUN = ["--gin_file=gin/tiny_cpu.gin", "--gin.BATCH_SIZE=8", f"--gin.TRAIN_STEPS={STEPS}", "--gin.EVAL_PERIOD=1000",
-       "--gin.CHECKPOINT_PERIOD=1", "--gin.CHECKPOINTS_TO_KEEP=3", "--gin.train.stats_period=1",
-       "--gin.DROPOUT_RATE=0.1",  # dropout on: its RNG must be reproduced on resume too
-       "--gin.train.train_eval_dataset_cfg=None", "--gin.train.infer_eval_dataset_cfg=None"]  # no evaluations
+RUN = [
+    "--gin_file=gin/tiny_cpu.gin",
+    "--gin.BATCH_SIZE=8",
+    f"--gin.TRAIN_STEPS={STEPS}",
+    "--gin.EVAL_PERIOD=1000",
+    "--gin.CHECKPOINT_PERIOD=1",
+    "--gin.CHECKPOINTS_TO_KEEP=3",
+    "--gin.train.stats_period=1",
+    "--gin.DROPOUT_RATE=0.1",  # dropout on: its RNG must be reproduced on resume too
+    "--gin.train.train_eval_dataset_cfg=None",
+    "--gin.train.infer_eval_dataset_cfg=None",
+]  # no evaluations
 
 
 def _start(model_dir, env=None):
-    return subprocess.Popen([sys.executable, "-m", "simvlm_jax.train", *RUN, f"--gin.MODEL_DIR={model_dir}"],
-                            cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "simvlm_jax.train", *RUN, f"--gin.MODEL_DIR={model_dir}"],
+        cwd=tempfile.gettempdir(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _kill_when(process, condition, delay=0.0, timeout=600):

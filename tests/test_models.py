@@ -3,13 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-import seqio
 
 from simvlm_jax.model import simvlm_model as models
 from simvlm_jax.network import SimVLMNetwork
-from tests.helpers import B, L_DEC, L_ENC, S, make_batch, make_model  # noqa: F401
+from tests.helpers import L_DEC, L_ENC, B, S, make_batch, make_model  # noqa: F401
+
 
 @pytest.fixture(scope="module")
 def model_and_params():
@@ -56,8 +55,14 @@ def test_score_batch_is_minus_the_summed_cross_entropy(model_and_params):
     batch = make_batch()
     scores = model.score_batch(params, batch)
     assert scores.shape == (B,)
-    no_z = models.SimVLMModel(model.module, model.input_vocabulary, model.output_vocabulary, model.optimizer_def,
-                              z_loss=0.0, loss_normalizing_factor=None)
+    no_z = models.SimVLMModel(
+        model.module,
+        model.input_vocabulary,
+        model.output_vocabulary,
+        model.optimizer_def,
+        z_loss=0.0,
+        loss_normalizing_factor=None,
+    )
     np.testing.assert_allclose(-jnp.sum(scores), no_z.loss_fn(params, batch, None)[0], rtol=1e-5)
 
 

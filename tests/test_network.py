@@ -168,9 +168,7 @@ def test_bad_inputs_raise():
         get_config("giant")
     images, image_mask, enc, _, _ = _inputs(TINY, num_images=2)
     with pytest.raises(ValueError, match="max_images"):
-        SimVLMNetwork(TINY).apply(
-            {"params": _params(TINY)}, images, image_mask, enc, method=SimVLMNetwork.encode
-        )
+        SimVLMNetwork(TINY).apply({"params": _params(TINY)}, images, image_mask, enc, method=SimVLMNetwork.encode)
 
 
 # ----------------------------------------------------------------------------- masks
@@ -338,9 +336,7 @@ def test_cached_decoding_matches_full_causal_pass(cfg):
     # The cache-creating call, as decoding code makes it: full-length input, mutable cache. Traced
     # only (its values are zeros by construction; tracing runs the same Python code path).
     _, state = jax.eval_shape(
-        lambda: decode(
-            {"params": params}, encoded, enc_mask, jnp.zeros_like(dec_in), decode=True, mutable=["cache"]
-        )
+        lambda: decode({"params": params}, encoded, enc_mask, jnp.zeros_like(dec_in), decode=True, mutable=["cache"])
     )
     if cfg.scan_layers:  # one stacked cache, batch axis first
         layer_cache = state["cache"]["decoder"]["layers"]["self_attention"]
@@ -352,9 +348,7 @@ def test_cached_decoding_matches_full_causal_pass(cfg):
 
     @_jit
     def step(cache, token):
-        return decode(
-            {"params": params, "cache": cache}, encoded, enc_mask, token, decode=True, mutable=["cache"]
-        )
+        return decode({"params": params, "cache": cache}, encoded, enc_mask, token, decode=True, mutable=["cache"])
 
     for i in range(dec_in.shape[1]):
         logits, state = step(cache, dec_in[:, i : i + 1])

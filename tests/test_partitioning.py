@@ -1,14 +1,13 @@
 """The logical-axis table and the mesh: the same step on 1 device and on 8 emulated devices."""
 
 import json
-import os
 
 import pytest
 from flax.linen import partitioning as nn_partitioning
 from jax.sharding import PartitionSpec as P
 
-from tests.helpers import REPO_ROOT, run_module
 from simvlm_jax.training import partitioning
+from tests.helpers import REPO_ROOT, run_module
 
 
 def test_rules_shard_what_they_should():
@@ -17,7 +16,9 @@ def test_rules_shard_what_they_should():
     assert nn_partitioning.logical_to_mesh_axes(("vocab", "embed"), rules) == P("model", "fsdp")
     # Activations: batch over data x fsdp; embed then cannot reuse fsdp and stays whole.
     assert nn_partitioning.logical_to_mesh_axes(("batch", "length", "embed"), rules) == P(("data", "fsdp"), None, None)
-    assert nn_partitioning.logical_to_mesh_axes(("conv_height", "conv_width", "conv_in", "conv_out"), rules) == P(None, None, None, None)
+    assert nn_partitioning.logical_to_mesh_axes(("conv_height", "conv_width", "conv_in", "conv_out"), rules) == P(
+        None, None, None, None
+    )
 
 
 def test_additional_rules_cover_every_name_t5x_lacks():
@@ -41,8 +42,9 @@ class _FakeMesh:
 def test_train_step_on_an_8_device_mesh_matches_one_device():
     """data=4 x model=2 and data=2 x fsdp=2 x model=2 against 1 device, in a subprocess whose XLA
     flags force 8 CPU devices (tests/mesh_step_check.py)."""
-    done = run_module("tests.mesh_step_check", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-                                                        "PYTHONPATH": REPO_ROOT})
+    done = run_module(
+        "tests.mesh_step_check", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": REPO_ROOT}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
     for mesh in ("data4_model2", "data2_fsdp2_model2", "scanned_data2_fsdp2_model2"):

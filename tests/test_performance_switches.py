@@ -9,11 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simvlm_jax.training import grad_accumulation
-from simvlm_jax.network import SimVLMNetwork
 from simvlm_jax.network.transformer import stack_layer_params
+from simvlm_jax.training import grad_accumulation
 from tests.helpers import B, make_batch, make_model
-
 
 # The switches act on the Transformer layers, so these tests use the linear patch stem (the conv stem's
 # gradient is what makes the tiny model slow to compile on CPU, and it is the same under every switch).
@@ -132,8 +130,11 @@ def test_scanned_remat_shrinks_the_step_temporaries():
     from benchmarks import measure
     from simvlm_jax.network import get_config
 
-    cfg = get_config("tiny", num_conv_blocks=0, patch_size=8, num_encoder_layers=3, num_decoder_layers=3,
-                     scan_layers=True)
-    sizes = {policy: measure.step_temp_mib(dataclasses.replace(cfg, remat_policy=policy), measure.Shapes(16, 32, 32))
-             for policy in ("none", "full")}
+    cfg = get_config(
+        "tiny", num_conv_blocks=0, patch_size=8, num_encoder_layers=3, num_decoder_layers=3, scan_layers=True
+    )
+    sizes = {
+        policy: measure.step_temp_mib(dataclasses.replace(cfg, remat_policy=policy), measure.Shapes(16, 32, 32))
+        for policy in ("none", "full")
+    }
     assert sizes["full"] < 0.6 * sizes["none"], sizes

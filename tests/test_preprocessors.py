@@ -15,8 +15,12 @@ LENGTHS = {"inputs": 6, "targets": 5, "image": 8}
 def test_prefix_split_bounds_hold_for_every_length(min_prefix, max_prefix, min_target):
     max_in, max_t = LENGTHS["inputs"], LENGTHS["targets"]
     for n in range(0, max_in + max_t):  # every cropped length 0 .. max_in + max_t - 1
-        low, high = (int(v) for v in preprocessors.prefix_split_bounds(
-            tf.constant(n), max_in, max_t, min_prefix, max_prefix, min_target))
+        low, high = (
+            int(v)
+            for v in preprocessors.prefix_split_bounds(
+                tf.constant(n), max_in, max_t, min_prefix, max_prefix, min_target
+            )
+        )
         assert 0 <= low <= high <= min(n, max_in), (n, low, high)
         assert n - low <= max_t - 1  # the suffix and EOS fit the decoder for every k in range
         if n >= min_prefix + min_target and n <= max_in + max_t - 1 - 0:
@@ -56,7 +60,7 @@ def test_prefix_split_with_zero_max_prefix_is_captioning():
 
 
 def test_overlong_text_is_cropped_to_what_fits():
-    (inputs, targets), = _split([list(range(1, 30))], seed=0)
+    ((inputs, targets),) = _split([list(range(1, 30))], seed=0)
     assert inputs + targets == list(range(1, LENGTHS["inputs"] + LENGTHS["targets"]))
 
 
@@ -74,14 +78,22 @@ def test_feature_converter_on_a_mixed_batch():
     ds = tf.data.Dataset.from_generator(
         lambda: iter(examples),
         output_signature={
-            "inputs": tf.TensorSpec([None], tf.int32), "targets": tf.TensorSpec([None], tf.int32),
-            "image": tf.TensorSpec([8, 8, 3], tf.float32), "image_mask": tf.TensorSpec([1], tf.float32),
+            "inputs": tf.TensorSpec([None], tf.int32),
+            "targets": tf.TensorSpec([None], tf.int32),
+            "image": tf.TensorSpec([8, 8, 3], tf.float32),
+            "image_mask": tf.TensorSpec([1], tf.float32),
         },
     )
     converted = SimVLMFeatureConverter(pack=False)(ds, LENGTHS)
     batch = next(converted.batch(2).as_numpy_iterator())
-    assert set(batch) == {"encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-                          "decoder_loss_weights", "encoder_image", "encoder_image_mask"}
+    assert set(batch) == {
+        "encoder_input_tokens",
+        "decoder_input_tokens",
+        "decoder_target_tokens",
+        "decoder_loss_weights",
+        "encoder_image",
+        "encoder_image_mask",
+    }
     np.testing.assert_array_equal(batch["encoder_input_tokens"], [[7, 8, 0, 0, 0, 0], [11, 12, 0, 0, 0, 0]])
     np.testing.assert_array_equal(batch["decoder_target_tokens"], [[9, 10, 1, 0, 0], [13, 1, 0, 0, 0]])
     np.testing.assert_array_equal(batch["decoder_input_tokens"], [[0, 9, 10, 1, 0], [0, 13, 1, 0, 0]])
@@ -103,7 +115,9 @@ def test_images_of_any_mode_are_decoded_resized_and_normalised():
     encoded = []
     for mode in ("L", "RGBA", "P", "RGB"):
         buffer = io.BytesIO()
-        Image.new(mode, (37, 23), color=200 if mode in ("L", "P") else (200, 10, 10, 255)[: len(mode)]).save(buffer, "PNG")
+        Image.new(mode, (37, 23), color=200 if mode in ("L", "P") else (200, 10, 10, 255)[: len(mode)]).save(
+            buffer, "PNG"
+        )
         encoded.append(buffer.getvalue())
     ds = tf.data.Dataset.from_tensor_slices({"image": encoded})
     ds = preprocessors.resize_and_normalize_image(preprocessors.decode_image(ds), {"image": 16})

@@ -27,8 +27,13 @@ print("NO EXEC", flush=True)
 
 def _probe(module: str, **env: str) -> str:
     environ = {k: v for k, v in __import__("os").environ.items() if k not in ("GLIBC_TUNABLES", "JAX_PLATFORMS")}
-    out = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], capture_output=True, text=True,
-                         env={**environ, **env}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(module=module)],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        timeout=300,
+    )
     return out.stdout
 
 

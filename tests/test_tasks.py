@@ -27,7 +27,8 @@ def _check_examples(examples, has_image):
 
 def _take(task_name, split, n=4):
     ds = seqio.get_mixture_or_task(task_name).get_dataset(
-        LENGTHS, split=split, shuffle=False, seed=0, try_in_mem_cache=False)
+        LENGTHS, split=split, shuffle=False, seed=0, try_in_mem_cache=False
+    )
     return list(ds.take(n).as_numpy_iterator())
 
 
@@ -52,9 +53,14 @@ def _png(color, size=(40, 30), mode="RGB"):
 
 def test_users_tfrecord_pairs(tmp_path, embedded_data_dir):
     path = str(tmp_path / "pairs.tfrecord")
-    count = pretraining.write_web_pairs(path, [(_png((255, 0, 0)), "a red picture"),
-                                               (_png(128, mode="L"), "a grey picture of a cat"),
-                                               (_png((0, 0, 255, 128), mode="RGBA"), "blue glass")])
+    count = pretraining.write_web_pairs(
+        path,
+        [
+            (_png((255, 0, 0)), "a red picture"),
+            (_png(128, mode="L"), "a grey picture of a cat"),
+            (_png((0, 0, 255, 128), mode="RGBA"), "blue glass"),
+        ],
+    )
     assert count == 3
     vocab = embedded.embedded_vocabulary()  # stands in for a user's SentencePiece model
     task = pretraining.register_web_pairs_task("test_web_pairs", {"train": path}, vocabulary=vocab)
@@ -67,9 +73,14 @@ def test_users_tfrecord_pairs(tmp_path, embedded_data_dir):
 
 
 def test_embedded_mixture_batches_both_sources(embedded_data_dir):
-    ds = seqio.get_dataset("embedded_prefixlm_mix", {"inputs": 32, "targets": 32, "image": 64},
-                           dataset_split="train", shuffle=True, seed=1,
-                           feature_converter=SimVLMFeatureConverter(pack=False))
+    ds = seqio.get_dataset(
+        "embedded_prefixlm_mix",
+        {"inputs": 32, "targets": 32, "image": 64},
+        dataset_split="train",
+        shuffle=True,
+        seed=1,
+        feature_converter=SimVLMFeatureConverter(pack=False),
+    )
     masks = np.concatenate([b["encoder_image_mask"] for b in ds.batch(64).take(4).as_numpy_iterator()])
     text_only = float(np.mean(masks == 0.0))
     assert 0.03 < text_only < 0.25, text_only  # rate 8:1 -> about 11% text-only

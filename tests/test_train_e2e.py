@@ -6,10 +6,16 @@ import os
 
 from tests.helpers import inspect_checkpoint, run_module
 
-TINY_RUN = ["--gin_file=gin/tiny_cpu.gin", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2", "--gin.EVAL_STEPS=1",
-            "--gin.CHECKPOINT_PERIOD=2", "--gin.train.stats_period=1",
-            # one learning-rate schedule for the 2-step and the 4-step runs, so they can be compared
-            "--gin.schedules.warmup_linear_decay.total_steps=4"]
+TINY_RUN = [
+    "--gin_file=gin/tiny_cpu.gin",
+    "--gin.BATCH_SIZE=8",
+    "--gin.EVAL_PERIOD=2",
+    "--gin.EVAL_STEPS=1",
+    "--gin.CHECKPOINT_PERIOD=2",
+    "--gin.train.stats_period=1",
+    # one learning-rate schedule for the 2-step and the 4-step runs, so they can be compared
+    "--gin.schedules.warmup_linear_decay.total_steps=4",
+]
 NO_DECODING = "--gin.train.infer_eval_dataset_cfg=None"  # for runs that only compare parameters
 
 
@@ -36,8 +42,9 @@ def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
     with open(os.path.join(model_dir, "curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
-    second = run_module("simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=4",
-                        NO_DECODING)
+    second = run_module(
+        "simvlm_jax.train", *TINY_RUN, f"--gin.MODEL_DIR={model_dir}", "--gin.TRAIN_STEPS=4", NO_DECODING
+    )
     assert second.returncode == 0, second.stderr[-4000:]
     assert "Restored" in second.stdout and "checkpoint_2" in second.stdout and "with the data iterator" in second.stdout
     assert "step 3/4" in second.stdout and "step 1/" not in second.stdout  # continues, not restarts
@@ -45,7 +52,11 @@ def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
 
     # That the resumed run ends bitwise where a straight run does is tested with real kills in test_kill_resume.py.
     listing = inspect_checkpoint(model_dir)
-    assert "step: 4" in listing.stdout and "shared_embedding/embedding" in listing.stdout and "(2000, 128)" in listing.stdout
+    assert (
+        "step: 4" in listing.stdout
+        and "shared_embedding/embedding" in listing.stdout
+        and "(2000, 128)" in listing.stdout
+    )
 
 
 def test_unset_model_dir_fails_at_once_naming_the_macro():
@@ -59,14 +70,25 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly(embedd
     import signal
     import subprocess
     import sys
-
     import tempfile
 
     model_dir = str(tmp_path / "preempted")
     process = subprocess.Popen(
-        [sys.executable, "-m", "simvlm_jax.train", *TINY_RUN, NO_DECODING, f"--gin.MODEL_DIR={model_dir}",
-         "--gin.TRAIN_STEPS=100000", "--gin.EVAL_PERIOD=100000"],
-        cwd=tempfile.gettempdir(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "simvlm_jax.train",
+            *TINY_RUN,
+            NO_DECODING,
+            f"--gin.MODEL_DIR={model_dir}",
+            "--gin.TRAIN_STEPS=100000",
+            "--gin.EVAL_PERIOD=100000",
+        ],
+        cwd=tempfile.gettempdir(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in process.stdout:  # wait until training really runs
             if line.startswith("step 3/"):

@@ -24,7 +24,8 @@ def configuration_message(error: BaseException, entry: str) -> Optional[str]:
     text = str(error)
     calls = _GIN_CALL.findall(text)
     is_config = isinstance(error, ConfigError) or (
-        isinstance(error, (ValueError, TypeError, ImportError, OSError)) and calls and calls[0] != entry)
+        isinstance(error, (ValueError, TypeError, ImportError, OSError)) and calls and calls[0] != entry
+    )
     if not is_config:
         return None
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]

@@ -117,8 +117,14 @@ def explain_gin_error(error: Exception) -> str:
     if wrong_name:
         names = sorted({selector for (_, selector) in gin.config._CONFIG if selector != "gin.macro"})
         close = difflib.get_close_matches(wrong_name.group(1), names, n=3)
-        hint = f"Did you mean {' or '.join(close)}?" if close else (
-            "Check the spelling and that the gin file imports its module (from __gin__ import dynamic_registration).")
+        hint = (
+            f"Did you mean {' or '.join(close)}?"
+            if close
+            else (
+                "Check the spelling and that the gin file imports its module "
+                "(from __gin__ import dynamic_registration)."
+            )
+        )
         return f"{message}\n{hint}"
     return message
 
@@ -158,7 +164,7 @@ def resolve_gin_file(name: str, search_paths: Sequence[str] = ()) -> str:
         if os.path.isfile(name):
             return name
     candidates = [os.path.join(p, name) for p in search_paths]
-    installed = name[len("gin/"):] if name.startswith("gin/") else name
+    installed = name[len("gin/") :] if name.startswith("gin/") else name
     candidates.append(os.path.join(PACKAGE_GIN_DIR, installed))
     head, _, filename = name.rpartition("/")
     if head and "/" not in head and "." in head:  # gin's package-resource form: simvlm_jax.gin/tiny_cpu.gin
@@ -173,13 +179,22 @@ def resolve_gin_file(name: str, search_paths: Sequence[str] = ()) -> str:
     for path in candidates:
         if os.path.isfile(path):
             return path
-    available = sorted(os.path.relpath(os.path.join(d, f), PACKAGE_GIN_DIR)
-                       for d, _, files in os.walk(PACKAGE_GIN_DIR) for f in files if f.endswith(".gin"))
+    available = sorted(
+        os.path.relpath(os.path.join(d, f), PACKAGE_GIN_DIR)
+        for d, _, files in os.walk(PACKAGE_GIN_DIR)
+        for f in files
+        if f.endswith(".gin")
+    )
     close = difflib.get_close_matches(installed, available, n=3)
-    hint = f" Did you mean {' or '.join('gin/' + c for c in close)}?" if close else (
-        f" Installed gin files: {', '.join('gin/' + a for a in available if '/' not in a)}.")
-    raise ConfigError(f"Gin file {name!r} not found (looked in the working directory"
-                      f"{', ' + ', '.join(search_paths) if search_paths else ''} and {PACKAGE_GIN_DIR}).{hint}")
+    hint = (
+        f" Did you mean {' or '.join('gin/' + c for c in close)}?"
+        if close
+        else (f" Installed gin files: {', '.join('gin/' + a for a in available if '/' not in a)}.")
+    )
+    raise ConfigError(
+        f"Gin file {name!r} not found (looked in the working directory"
+        f"{', ' + ', '.join(search_paths) if search_paths else ''} and {PACKAGE_GIN_DIR}).{hint}"
+    )
 
 
 def parse_gin_flags(
@@ -197,7 +212,7 @@ def parse_gin_flags(
     gin_files = [resolve_gin_file(f, gin_search_paths) for f in gin_files]
     try:
         gin.parse_config_files_and_bindings(gin_files, gin_bindings, skip_unknown=skip_unknown, finalize_config=False)
-    except (ValueError, ImportError, SyntaxError, OSError) as error:
+    except (ValueError, KeyError, ImportError, SyntaxError, OSError) as error:  # KeyError: an ambiguous selector
         raise ConfigError(explain_gin_error(error)) from None
     missing = missing_required_macros()
     if missing:

@@ -42,8 +42,10 @@ def accelerator_expected(environ: dict[str, str] | None = None) -> bool:
     platforms = environ.get("JAX_PLATFORMS", "").strip().lower()
     if platforms:
         return platforms.split(",")[0] not in ("cpu", "")
-    has_plugin = any(importlib.util.find_spec(name) is not None
-                     for name in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu", "jax_rocm7_plugin"))
+    has_plugin = any(
+        importlib.util.find_spec(name) is not None
+        for name in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu", "jax_rocm7_plugin")
+    )
     has_device = any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/accel0", "/dev/vfio/0", "/dev/kfd"))
     return has_plugin and has_device
 

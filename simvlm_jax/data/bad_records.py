@@ -51,12 +51,15 @@ class BadRecordError(ValueError):
     """A bad record under policy 'fail'."""
 
 
-def configure(policy: str = "skip", max_pixels: int = DEFAULT_MAX_PIXELS,
-              max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> None:
+def configure(
+    policy: str = "skip", max_pixels: int = DEFAULT_MAX_PIXELS, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
+) -> None:
     """Sets the process-wide policy and limits (call before the first record is read)."""
     if policy not in POLICIES:
-        raise ValueError(f"bad_record_policy must be one of {POLICIES}, got {policy!r}: set "
-                         "--gin.train.bad_record_policy=\"'skip'\" (or 'fail').")
+        raise ValueError(
+            f"bad_record_policy must be one of {POLICIES}, got {policy!r}: set "
+            "--gin.train.bad_record_policy=\"'skip'\" (or 'fail')."
+        )
     _settings.update(policy=policy, max_pixels=int(max_pixels), max_text_bytes=int(max_text_bytes))
 
 
@@ -91,7 +94,8 @@ def reject(reason: str, image: Optional[bytes], text: Optional[bytes], detail: s
     if _settings["policy"] == "fail":
         raise BadRecordError(
             f"Bad input {describe_record(image, text)}: {reason}{' (' + detail + ')' if detail else ''}. "
-            "Fix or remove the record, or set --gin.train.bad_record_policy=\"'skip'\" to drop such records.")
+            "Fix or remove the record, or set --gin.train.bad_record_policy=\"'skip'\" to drop such records."
+        )
     with _lock:
         _counts[reason] += 1
 

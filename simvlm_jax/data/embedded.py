@@ -24,8 +24,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-import seqio
 import sentencepiece as spm
+import seqio
 import tensorflow_datasets as tfds
 
 from simvlm_jax.data import scenes, text_corpus, vocabulary
@@ -77,10 +77,7 @@ def prepare_vocabulary(data_dir: str | None = None, vocab_size: int = DEFAULT_VO
         )
     found = spm.SentencePieceProcessor(model_file=path).get_piece_size()
     if found != vocab_size:
-        raise ValueError(
-            f"{path} has {found} pieces, not vocab_size={vocab_size}; delete it or use another "
-            "data_dir."
-        )
+        raise ValueError(f"{path} has {found} pieces, not vocab_size={vocab_size}; delete it or use another data_dir.")
     return path
 
 

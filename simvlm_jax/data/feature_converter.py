@@ -70,8 +70,9 @@ class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
         return lengths
 
 
-def model_input_specs(task_feature_lengths: Mapping[str, int], batch_size: int,
-                      num_channels: int = 3) -> tuple[dict[str, tuple], dict[str, type]]:
+def model_input_specs(
+    task_feature_lengths: Mapping[str, int], batch_size: int, num_channels: int = 3
+) -> tuple[dict[str, tuple], dict[str, type]]:
     """(shapes, dtypes) of the batches SimVLMFeatureConverter produces, from the lengths alone.
 
     encoder_input_tokens [B, L_enc], decoder_* [B, L_dec], encoder_image [B, S, S, C],

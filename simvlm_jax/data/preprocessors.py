@@ -57,8 +57,9 @@ def example_id(features, id_key: Optional[str]) -> dict:
     return {"example_id": value if value.dtype == tf.string else tf.strings.as_string(value)}
 
 
-def rekey_image_text(dataset: tf.data.Dataset, image_key: str = "image", text_key: str = "text",
-                     id_key: Optional[str] = None) -> tf.data.Dataset:
+def rekey_image_text(
+    dataset: tf.data.Dataset, image_key: str = "image", text_key: str = "text", id_key: Optional[str] = None
+) -> tf.data.Dataset:
     """Keeps only the image and the text of each record, renamed to `image` and `text` (and the record's
     id as `example_id` when `id_key` is given).
 
@@ -72,8 +73,9 @@ def rekey_image_text(dataset: tf.data.Dataset, image_key: str = "image", text_ke
 
 def rekey_text(dataset: tf.data.Dataset, text_key: str = "text", id_key: Optional[str] = None) -> tf.data.Dataset:
     """Keeps only the document text, renamed to `text` (and its id as `example_id` when `id_key` is given)."""
-    return dataset.map(lambda ex: {"text": _get(ex, text_key), **example_id(ex, id_key)},
-                       num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(
+        lambda ex: {"text": _get(ex, text_key), **example_id(ex, id_key)}, num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def check_text(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -102,8 +104,9 @@ def decode_image(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
     def decode(ex):
         text = ex["text"] if "text" in ex and ex["text"].dtype == tf.string else tf.constant(b"")
-        image, ok = tf.numpy_function(bad_records.decode_image_fn, [ex["image"], text], (tf.uint8, tf.bool),
-                                      stateful=False)
+        image, ok = tf.numpy_function(
+            bad_records.decode_image_fn, [ex["image"], text], (tf.uint8, tf.bool), stateful=False
+        )
         image.set_shape((None, None, NUM_CHANNELS))
         ok.set_shape(())
         return {**ex, "image": image}, ok
@@ -131,9 +134,7 @@ def _resize_normalize(image: tf.Tensor, size: int) -> tf.Tensor:
     return image
 
 
-def resize_and_normalize_image(
-    dataset: tf.data.Dataset, sequence_length: Mapping[str, int]
-) -> tf.data.Dataset:
+def resize_and_normalize_image(dataset: tf.data.Dataset, sequence_length: Mapping[str, int]) -> tf.data.Dataset:
     """Resizes `image` to S x S (S = sequence_length['image']), normalises it and sets image_mask = 1."""
     size = _image_size(sequence_length)
     return dataset.map(
@@ -161,9 +162,7 @@ def _image_size(sequence_length: Optional[Mapping[str, int]]) -> int:
     return int(sequence_length["image"])
 
 
-def tokenize_text(
-    dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]
-) -> tf.data.Dataset:
+def tokenize_text(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
     """Tokenises `text` with the targets vocabulary into `text_tokens` int32 [n] (no EOS).
 
     `text` is kept (as the pretokenized string) for logging and evaluation.
@@ -237,7 +236,9 @@ def prefix_lm_split(
     return split(dataset)
 
 
-def captioning_prompt(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature], prompt: str) -> tf.data.Dataset:
+def captioning_prompt(
+    dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature], prompt: str
+) -> tf.data.Dataset:
     """Puts a fixed text prompt (e.g. "a picture of") in the encoder after the image; targets = caption.
 
     Expects `text_tokens` (from tokenize_text); emits `inputs` = prompt tokens, `targets` = caption tokens.

@@ -21,13 +21,17 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 import seqio
-
 import tensorflow as tf
 
 
-def rekey_vqa(dataset: tf.data.Dataset, image_key: str = "image", question_key: str = "question",
-              answer_key: str = "answer", answers_key: Optional[str] = "answers",
-              id_key: Optional[str] = None) -> tf.data.Dataset:
+def rekey_vqa(
+    dataset: tf.data.Dataset,
+    image_key: str = "image",
+    question_key: str = "question",
+    answer_key: str = "answer",
+    answers_key: Optional[str] = "answers",
+    id_key: Optional[str] = None,
+) -> tf.data.Dataset:
     """Renames a VQA record's fields to `image`, `inputs` (question), `targets` (answer), `answers` (and
     `example_id` from `id_key`, e.g. the question id).
 
@@ -38,14 +42,18 @@ def rekey_vqa(dataset: tf.data.Dataset, image_key: str = "image", question_key: 
     def rekey(ex):
         answer = ex[answer_key]
         answers = ex[answers_key] if answers_key else tf.reshape(answer, [1])
-        return {"image": ex[image_key], "inputs": ex[question_key], "targets": answer, "answers": answers,
-                **example_id(ex, id_key)}
+        return {
+            "image": ex[image_key],
+            "inputs": ex[question_key],
+            "targets": answer,
+            "answers": answers,
+            **example_id(ex, id_key),
+        }
 
     return dataset.map(rekey, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def tokenize_question_answer(dataset: tf.data.Dataset,
-                             output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+def tokenize_question_answer(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
     """Tokenises the `inputs` and `targets` strings (no EOS), keeping them as `<key>_pretokenized`."""
 
     def tokenize(ex):

@@ -89,9 +89,7 @@ _COORDS = np.linspace(-1.0, 1.0, IMAGE_SIZE, dtype=np.float32)
 _BLOTCH_GRID = 5  # Coarse grid of the "blotches" texture.
 # [IMAGE_SIZE, _BLOTCH_GRID] linear-interpolation weights from the coarse grid to pixels.
 _GRID_POSITIONS = np.linspace(0, _BLOTCH_GRID - 1, IMAGE_SIZE)[:, None]  # [IMAGE_SIZE, 1]
-_UPSAMPLE = np.maximum(0.0, 1.0 - np.abs(_GRID_POSITIONS - np.arange(_BLOTCH_GRID))).astype(
-    np.float32
-)
+_UPSAMPLE = np.maximum(0.0, 1.0 - np.abs(_GRID_POSITIONS - np.arange(_BLOTCH_GRID))).astype(np.float32)
 _ALL_PAIRS = tuple((c, s) for c in COLOUR_NAMES for s in SHAPES)
 _TRAIN_PAIRS = tuple(p for p in _ALL_PAIRS if p not in HELDOUT_PAIRS)
 
@@ -206,9 +204,7 @@ def _place_pair(
     return a, b
 
 
-def sample_layout(
-    rng: np.random.Generator, *, heldout: bool = False
-) -> tuple[list[SceneObject], str | None]:
+def sample_layout(rng: np.random.Generator, *, heldout: bool = False) -> tuple[list[SceneObject], str | None]:
     """Draws the objects (in mention order) and the relation of a scene.
 
     Args:
@@ -316,9 +312,7 @@ def render(
 # ---------------------------------------------------------------------------
 
 
-def generate_scene(
-    rng: np.random.Generator, *, heldout: bool = False
-) -> tuple[np.ndarray, str, dict]:
+def generate_scene(rng: np.random.Generator, *, heldout: bool = False) -> tuple[np.ndarray, str, dict]:
     """Draws one scene.
 
     Args:
@@ -370,9 +364,7 @@ def generate_example(split: str, index: int) -> tuple[np.ndarray, str, dict]:
     return image, caption, metadata
 
 
-def generate_split(
-    split: str, num_examples: int | None = None
-) -> Iterator[tuple[np.ndarray, str, dict]]:
+def generate_split(split: str, num_examples: int | None = None) -> Iterator[tuple[np.ndarray, str, dict]]:
     """Yields (image, caption, metadata) for the first examples of `split`."""
     count = split_size(split) if num_examples is None else num_examples
     for index in range(count):

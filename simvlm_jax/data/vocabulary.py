@@ -101,8 +101,7 @@ def train_sentencepiece(
 
     processor = spm.SentencePieceProcessor(model_proto=model_bytes)
     vocab_text = "".join(
-        f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
-        for i in range(processor.get_piece_size())
+        f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n" for i in range(processor.get_piece_size())
     )
     model_path = model_prefix + ".model"
     atomic_write(model_prefix + ".vocab", vocab_text.encode("utf-8"))
@@ -131,9 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vocab_size", type=int, required=True, help="Number of pieces.")
     parser.add_argument("--model_type", default="unigram", choices=MODEL_TYPES)
     args = parser.parse_args(argv)
-    path = train_sentencepiece(
-        _read_lines(args.input), args.model_prefix, args.vocab_size, model_type=args.model_type
-    )
+    path = train_sentencepiece(_read_lines(args.input), args.model_prefix, args.vocab_size, model_type=args.model_type)
     print(path)
     return 0
 

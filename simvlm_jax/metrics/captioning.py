@@ -110,8 +110,9 @@ def _tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
         tokenized = PTBTokenizer().tokenize(request)
     for key, caps in captions.items():
         if len(tokenized.get(key, [])) != len(caps):
-            raise RuntimeError(f"PTBTokenizer returned {len(tokenized.get(key, []))} captions for example {key}, "
-                               f"expected {len(caps)}")
+            raise RuntimeError(
+                f"PTBTokenizer returned {len(tokenized.get(key, []))} captions for example {key}, expected {len(caps)}"
+            )
     return tokenized
 
 
@@ -154,6 +155,8 @@ def exact_match(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str,
     Both sides are lower-cased and their whitespace collapsed; punctuation counts.
     """
     _inputs.check_pairs(targets, predictions)
-    hits = [_normalize(_inputs.as_text(p)) in {_normalize(r) for r in _inputs.as_references(t)}
-            for t, p in zip(targets, predictions)]
+    hits = [
+        _normalize(_inputs.as_text(p)) in {_normalize(r) for r in _inputs.as_references(t)}
+        for t, p in zip(targets, predictions)
+    ]
     return {"exact_match": 100.0 * float(np.mean(hits))}

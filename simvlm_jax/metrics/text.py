@@ -39,6 +39,8 @@ def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, fl
     lower-cased; a list target counts as correct if any of its entries matches.
     """
     _inputs.check_pairs(targets, predictions)
-    hits = [_inputs.as_text(p).strip().lower() in {r.strip().lower() for r in _inputs.as_references(t)}
-            for t, p in zip(targets, predictions)]
+    hits = [
+        _inputs.as_text(p).strip().lower() in {r.strip().lower() for r in _inputs.as_references(t)}
+        for t, p in zip(targets, predictions)
+    ]
     return {"accuracy": 100.0 * float(np.mean(hits))}

@@ -71,8 +71,20 @@ _DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 _PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
 _MAX_PERIODS_DELETED = 32  # re.UNICODE's value, passed as `count` by the official code
 
-_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-                 "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_NUMBER_WORDS = {
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 _ARTICLES = frozenset({"a", "an", "the"})
 
 # Contractions with one apostrophe: the key is the word with the apostrophe removed ("dont").
@@ -97,7 +109,7 @@ def _contraction_table() -> dict[str, str]:
     for word in _SEVERAL_APOSTROPHES:
         positions = [i for i, char in enumerate(word) if char == "'"]
         for i in positions:
-            table[word[:i] + word[i + 1:]] = word
+            table[word[:i] + word[i + 1 :]] = word
     table["somebody'd"] = "somebodyd"  # the official table's reversed entry
     return table
 
@@ -163,6 +175,8 @@ def vqa_accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str
       predictions: per question, the decoded predicted answer.
     """
     _inputs.check_pairs(targets, predictions)
-    scores = [question_accuracy(_inputs.as_references(target), _inputs.as_text(prediction))
-              for target, prediction in zip(targets, predictions)]
+    scores = [
+        question_accuracy(_inputs.as_references(target), _inputs.as_text(prediction))
+        for target, prediction in zip(targets, predictions)
+    ]
     return {"vqa_accuracy": 100.0 * float(np.mean(scores))}

@@ -29,7 +29,7 @@ freely, say 9, position 3 picks EOS; tokens = [[7, 8, 9, 1, 0]], score = log p(9
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -250,6 +250,19 @@ def length_penalty(length: jax.Array, alpha: Any) -> jax.Array:
     return jnp.power((5.0 + length.astype(jnp.float32)) / 6.0, alpha)
 
 
+class BeamState(NamedTuple):
+    """The loop state of `beam_search` (B examples x K hypotheses, L = max_length)."""
+
+    position: jax.Array  # int32 []: the position being decoded
+    last: jax.Array  # int32 [B, K]: the last token of each hypothesis
+    tokens: jax.Array  # int32 [B, K, L]
+    raw: jax.Array  # float32 [B, K]: summed log-probabilities
+    keys: jax.Array  # float32 [B, K]: raw / length penalty, the ranking (best first after top_k)
+    finished: jax.Array  # bool [B, K]
+    lengths: jax.Array  # int32 [B, K]: tokens so far, or up to EOS once finished
+    cache: Any  # the decoder's cache for B * K rows
+
+
 def beam_search(
     step_fn: StepFn,
     cache: Any,
@@ -289,12 +302,11 @@ def beam_search(
     forced = _forced_table(forced_prefix, batch, max_length)
     cache = expand_cache(cache, batch, beams)
 
-    def cond(state):
-        position, finished = state[0], state[5]
-        return (position < max_length) & ~jnp.all(finished)
+    def cond(state: BeamState):
+        return (state.position < max_length) & ~jnp.all(state.finished)
 
-    def body(state):
-        position, last, tokens, raw, keys, finished, lengths, cache = state
+    def body(state: BeamState) -> BeamState:
+        position, last, tokens, raw, _, finished, lengths, cache = state
         logits, cache = step_fn(last.reshape(batch * beams, 1), position, cache)
         vocab = logits.shape[-1]
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, beams, vocab)
@@ -319,20 +331,20 @@ def beam_search(
         tokens = jnp.take_along_axis(tokens, origin[..., None], axis=1).at[:, :, position].set(token)
         finished = was_finished | (token == eos_id)
         cache = gather_beams(cache, origin, batch, beams)
-        return position + 1, token, tokens, raw, keys, finished, lengths, cache
+        return BeamState(position + 1, token, tokens, raw, keys, finished, lengths, cache)
 
     # Only beam 0 is alive at first: the others would duplicate it.
     first = jnp.where(jnp.arange(beams) == 0, 0.0, NEG_INF)
     first = jnp.broadcast_to(first, (batch, beams))
-    state = (
-        jnp.asarray(0, jnp.int32),
-        jnp.full((batch, beams), bos_id, jnp.int32),  # the last token of each hypothesis
-        jnp.zeros((batch, beams, max_length), jnp.int32),
-        first,  # raw: summed log-probabilities
-        first,  # keys: raw / length penalty, the ranking (sorted best first by top_k)
-        jnp.zeros((batch, beams), bool),  # finished
-        jnp.zeros((batch, beams), jnp.int32),  # lengths
-        cache,
+    state = BeamState(
+        position=jnp.asarray(0, jnp.int32),
+        last=jnp.full((batch, beams), bos_id, jnp.int32),
+        tokens=jnp.zeros((batch, beams, max_length), jnp.int32),
+        raw=first,
+        keys=first,
+        finished=jnp.zeros((batch, beams), bool),
+        lengths=jnp.zeros((batch, beams), jnp.int32),
+        cache=cache,
     )
-    _, _, tokens, raw, keys, _, _, _ = jax.lax.while_loop(cond, body, state)
-    return tokens, jnp.where(raw <= NEG_INF / 2, -jnp.inf, keys)
+    final = jax.lax.while_loop(cond, body, state)
+    return final.tokens, jnp.where(final.raw <= NEG_INF / 2, -jnp.inf, final.keys)

@@ -40,8 +40,14 @@ class StepFlops:
 
     @property
     def forward(self) -> float:
-        return (self.conv_stem + self.image_projection + self.encoder + self.decoder_self
-                + self.cross_attention + self.logits)
+        return (
+            self.conv_stem
+            + self.image_projection
+            + self.encoder
+            + self.decoder_self
+            + self.cross_attention
+            + self.logits
+        )
 
     @property
     def train(self) -> float:

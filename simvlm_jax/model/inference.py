@@ -18,8 +18,14 @@ import tensorflow as tf
 class ModelRunner:
     """Runs `model.predict_batch_with_aux` / `model.score_batch` with fixed-size jitted batches."""
 
-    def __init__(self, model, params: Any, batch_size: int, decoder_params: Optional[Mapping[str, Any]] = None,
-                 on_dataset: Optional[Callable[[Optional[int]], Any]] = None):
+    def __init__(
+        self,
+        model,
+        params: Any,
+        batch_size: int,
+        decoder_params: Optional[Mapping[str, Any]] = None,
+        on_dataset: Optional[Callable[[Optional[int]], Any]] = None,
+    ):
         """`on_dataset(num_examples or None)`, if given, is called as each dataset starts and returns a
         progress object: its `advance(n)` gets the examples of every finished batch, `finish()` the end
         (e.g. `training.logs.CountProgress`)."""

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import seqio
 
-from simvlm_jax.model import decoding
-from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.data.feature_converter import SimVLMFeatureConverter
+from simvlm_jax.model import decoder_settings, decoding
+from simvlm_jax.model import loss_metrics as metrics_lib
+from simvlm_jax.model.decoder_settings import DecoderSettings
 from simvlm_jax.network import SimVLMNetwork
 
 Batch = Mapping[str, jax.Array]
@@ -49,9 +50,11 @@ def cross_entropy_with_z_loss(
     confidence = 1.0 - label_smoothing
     low_confidence = label_smoothing / (vocab_size - 1) if vocab_size > 1 else 0.0
     # Entropy of the smoothed target distribution (a constant), so the loss has minimum 0.
-    normalizer = -(
-        confidence * np.log(confidence) + (vocab_size - 1) * low_confidence * np.log(low_confidence + 1e-20)
-    ) if label_smoothing > 0 else 0.0
+    normalizer = (
+        -(confidence * np.log(confidence) + (vocab_size - 1) * low_confidence * np.log(low_confidence + 1e-20))
+        if label_smoothing > 0
+        else 0.0
+    )
     soft_targets = jax.nn.one_hot(targets, vocab_size) * (confidence - low_confidence) + low_confidence
     log_z = jax.nn.logsumexp(logits, axis=-1)  # [B, L]
     log_probs = logits - log_z[..., None]
@@ -111,7 +114,9 @@ class SimVLMModel:
             "decoder_target_tokens": dummy("decoder_input_tokens", jnp.int32),
         }
         # Compiled: an eager init of even the tiny model dispatches thousands of small ops.
-        init = jax.jit(lambda rng, batch: self.module.init({"params": rng, "dropout": rng}, **batch, enable_dropout=False))
+        init = jax.jit(
+            lambda rng, batch: self.module.init({"params": rng, "dropout": rng}, **batch, enable_dropout=False)
+        )
         return flax.core.freeze(init(rng, batch))
 
     # ----------------------------------------------------------------------------------------------
@@ -198,10 +203,7 @@ class SimVLMModel:
         )
 
     # The keys `predict_batch_with_aux` understands in decoder_params / default_decoder_params.
-    DECODER_PARAM_NAMES = frozenset({
-        "method", "num_decodes", "beam_size", "return_all_decodes", "alpha", "temperature", "top_k", "top_p",
-        "max_decode_length", "eos_id", "pad_id", "decode_rng",
-    })
+    DECODER_PARAM_NAMES = decoder_settings.NAMES
 
     def _initial_cache(self, params: PyTree, encoded: jax.Array, encoder_mask: jax.Array, max_length: int) -> PyTree:
         """The zeroed decoder key/value cache for B rows and `max_length` positions.
@@ -221,9 +223,7 @@ class SimVLMModel:
         )
         return variables["cache"]
 
-    def _step_fn(
-        self, params: PyTree, encoded: jax.Array, encoder_mask: jax.Array, max_length: int
-    ) -> decoding.StepFn:
+    def _step_fn(self, params: PyTree, encoded: jax.Array, encoder_mask: jax.Array, max_length: int) -> decoding.StepFn:
         """One cached decoder step over the rows of `encoded` [N, T_enc, D] (see decoding.StepFn)."""
 
         def step_fn(tokens, position, cache):
@@ -255,20 +255,9 @@ class SimVLMModel:
     ) -> tuple[jax.Array, Mapping[str, jax.Array]]:
         """Decodes a batch: the encoder runs once, the decoder steps with a key/value cache.
 
-        Decoder settings come from `decoder_params`, falling back on `self.default_decoder_params`:
-          method:             'greedy', 'beam' or 'sample'; default 'greedy' for one decode, 'beam'
-                              for more.
-          num_decodes (alias beam_size): beams, or independent samples; the `num_decodes` argument,
-                              when given, wins. Default 1.
-          return_all_decodes: as the argument of that name, which wins when given. Default False.
-          alpha:              beam search length penalty ((5 + len) / 6) ** alpha; default 0.6 (T5X's).
-          temperature, top_k, top_p: sampling (see decoding.temperature_sample); defaults 1.0, 0, 1.0.
-          max_decode_length:  default the batch's decoder length L_dec.
-          eos_id:             default the output vocabulary's; may be traced.
-          pad_id:             an id never to generate (see decoding); default None, as T5X.
-          decode_rng:         the sampling key, as T5X; or pass `rng` (not both). Default key(0).
-        method, num_decodes, top_k, top_p, pad_id and max_decode_length must be Python values; alpha,
-        temperature and eos_id may be traced.
+        Decoder settings come from `decoder_params`, falling back on `self.default_decoder_params`; the
+        `num_decodes` and `return_all_decodes` arguments win when given (keys and defaults:
+        `decoder_settings.DecoderSettings`).
 
         prompt_with_targets: as T5X's EncoderDecoderModel, the batch's `decoder_input_tokens` (BOS
         column dropped, EOS ids removed) is the decoder prompt: its non-zero tokens are forced at the
@@ -282,38 +271,38 @@ class SimVLMModel:
           (T5X sorts them worst first); the single answer is the best. Scores are summed
           log-probabilities of the generated tokens (beam search: divided by the length penalty).
         """
-        settings = {**self.default_decoder_params, **(decoder_params or {})}
-        unknown = set(settings) - self.DECODER_PARAM_NAMES
-        if unknown:
-            raise ValueError(
-                f"Unknown decoder params {sorted(unknown)}; expected some of {sorted(self.DECODER_PARAM_NAMES)}"
-            )
-        if "num_decodes" in settings and "beam_size" in settings and settings["num_decodes"] != settings["beam_size"]:
-            raise ValueError("decoder params num_decodes and beam_size disagree")
-        if num_decodes is None:
-            num_decodes = settings.get("num_decodes", settings.get("beam_size", 1))
-        if return_all_decodes is None:
-            return_all_decodes = settings.get("return_all_decodes", False)
-        method = settings.get("method", "greedy" if num_decodes == 1 else "beam")
-        if method not in ("greedy", "beam", "sample"):
-            raise ValueError(f"Unknown decoding method {method!r}; expected 'greedy', 'beam' or 'sample'")
-        if method == "greedy" and num_decodes != 1:
-            raise ValueError(f"Greedy search gives one decode, not {num_decodes}")
-        if rng is not None and settings.get("decode_rng") is not None:
-            raise ValueError("Got a sampling key both as `rng` and as decoder_params['decode_rng']")
-        max_length = int(settings.get("max_decode_length", batch["decoder_input_tokens"].shape[1]))
-        eos_id = settings.get("eos_id", self.output_vocabulary.eos_id)
-        pad_id = settings.get("pad_id")
-
+        settings = DecoderSettings.resolve(
+            decoder_params,
+            self.default_decoder_params,
+            num_decodes=num_decodes,
+            return_all_decodes=return_all_decodes,
+            rng=rng,
+            decoder_length=batch["decoder_input_tokens"].shape[1],
+            vocabulary_eos_id=self.output_vocabulary.eos_id,
+        )
         forced_prefix = None
         if prompt_with_targets:
             prompt = jnp.asarray(batch["decoder_input_tokens"], jnp.int32)[:, 1:]  # [B, L_dec - 1]
-            forced_prefix = jnp.where(prompt == eos_id, 0, prompt)
+            forced_prefix = jnp.where(prompt == settings.eos_id, 0, prompt)
+        tokens, scores = self._decode(params, batch, settings, forced_prefix)  # [B, n, L], [B, n]
+        if settings.return_all_decodes:
+            return tokens, {"scores": scores}
+        return tokens[:, 0], {"scores": scores[:, 0]}
 
+    def _decode(
+        self, params: PyTree, batch: Batch, settings: DecoderSettings, forced_prefix: Optional[jax.Array]
+    ) -> tuple[jax.Array, jax.Array]:
+        """(tokens int32 [B, n, L], scores float32 [B, n]), n = num_decodes, best first."""
+        max_length, eos_id, pad_id, num_decodes = (
+            settings.max_length,
+            settings.eos_id,
+            settings.pad_id,
+            settings.num_decodes,
+        )
         encoded, encoder_mask = self.encode(params, batch)  # [B, T_enc, D], [B, T_enc]
         batch_size = encoded.shape[0]
         cache = self._initial_cache(params, encoded, encoder_mask, max_length)
-        if method == "greedy":
+        if settings.method == "greedy":
             step_fn = self._step_fn(params, encoded, encoder_mask, max_length)
             tokens, scores = decoding.greedy_search(
                 step_fn, cache, batch_size, max_length, eos_id, forced_prefix=forced_prefix, pad_id=pad_id
@@ -324,29 +313,40 @@ class SimVLMModel:
             wide_encoded = decoding.expand_to_beams(encoded, num_decodes)
             wide_mask = decoding.expand_to_beams(encoder_mask, num_decodes)
             step_fn = self._step_fn(params, wide_encoded, wide_mask, max_length)
-            if method == "beam":
+            if settings.method == "beam":
                 tokens, scores = decoding.beam_search(
-                    step_fn, cache, batch_size, max_length, eos_id, num_decodes,
-                    alpha=settings.get("alpha", 0.6), forced_prefix=forced_prefix, pad_id=pad_id,
+                    step_fn,
+                    cache,
+                    batch_size,
+                    max_length,
+                    eos_id,
+                    num_decodes,
+                    alpha=settings.alpha,
+                    forced_prefix=forced_prefix,
+                    pad_id=pad_id,
                 )
             else:
-                key = rng if rng is not None else settings.get("decode_rng")
-                key = jax.random.key(0) if key is None else key
+                key = jax.random.key(0) if settings.rng is None else settings.rng
                 wide_prefix = None if forced_prefix is None else decoding.expand_to_beams(forced_prefix, num_decodes)
                 tokens, scores = decoding.temperature_sample(
-                    step_fn, decoding.expand_cache(cache, batch_size, num_decodes), key,
-                    batch_size * num_decodes, max_length, eos_id,
-                    temperature=settings.get("temperature", 1.0), top_k=int(settings.get("top_k", 0)),
-                    top_p=float(settings.get("top_p", 1.0)), forced_prefix=wide_prefix, pad_id=pad_id,
+                    step_fn,
+                    decoding.expand_cache(cache, batch_size, num_decodes),
+                    key,
+                    batch_size * num_decodes,
+                    max_length,
+                    eos_id,
+                    temperature=settings.temperature,
+                    top_k=settings.top_k,
+                    top_p=settings.top_p,
+                    forced_prefix=wide_prefix,
+                    pad_id=pad_id,
                 )
                 tokens = tokens.reshape(batch_size, num_decodes, max_length)
                 scores = scores.reshape(batch_size, num_decodes)
                 order = jnp.argsort(-scores, axis=-1)  # best first
                 tokens = jnp.take_along_axis(tokens, order[..., None], axis=1)
                 scores = jnp.take_along_axis(scores, order, axis=1)
-        if return_all_decodes:
-            return tokens, {"scores": scores}
-        return tokens[:, 0], {"scores": scores[:, 0]}
+        return tokens, scores
 
     def predict_batch(self, params: PyTree, batch: Batch, rng: Optional[jax.Array] = None, **kwargs) -> jax.Array:
         return self.predict_batch_with_aux(params, batch, rng=rng, **kwargs)[0]

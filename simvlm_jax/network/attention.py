@@ -50,9 +50,7 @@ Array = jax.Array
 # ----------------------------------------------------------------------------- mask helpers
 
 
-def encoder_valid_mask(
-    image_present: Array, tokens_per_image: int, encoder_input_tokens: Array
-) -> Array:
+def encoder_valid_mask(image_present: Array, tokens_per_image: int, encoder_input_tokens: Array) -> Array:
     """Which encoder positions hold real tokens.
 
     Args:
@@ -72,9 +70,7 @@ def encoder_self_mask(encoder_valid: Array) -> Array:
     return encoder_valid[:, None, :, None] & encoder_valid[:, None, None, :]
 
 
-def decoder_causal_mask(
-    decoder_input_tokens: Array, decoder_target_tokens: Array | None = None
-) -> Array:
+def decoder_causal_mask(decoder_input_tokens: Array, decoder_target_tokens: Array | None = None) -> Array:
     """Causal self-attention mask of the decoder, [batch, 1, len, len] bool.
 
     Query i may attend key j iff j <= i and, when `decoder_target_tokens` is given, both positions are

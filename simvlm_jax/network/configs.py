@@ -31,43 +31,106 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
-
+from typing import Any, Optional
 
 REMAT_POLICIES = ("none", "full", "dots")
 ATTENTION_IMPLS = ("einsum", "fused")
 
 
+# THE table of model sizes: the only place a preset's widths and depths are written. SimVLMConfig fills
+# every size field left unset from its `preset` row; gin files bind `network.SimVLMConfig.preset` and
+# override single fields. Sizes follow ViT, as in the SimVLM paper (arXiv 2108.10904); stems follow the
+# paper's "first three blocks of a ResNet", a ResNet-101 for Base/Large and a ResNet-152 for Huge (assumed).
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU-sized: the tests, the embedded benchmark and smoke runs (1.77M parameters with the 2k vocabulary).
+    "tiny": dict(
+        vocab_size=2000,
+        emb_dim=128,
+        num_heads=4,
+        head_dim=32,
+        mlp_dim=512,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        stem_width=32,
+        stem_blocks_per_stage=(1, 1, 1, 1),
+        image_size=64,  # -> 4x4 = 16 image tokens with 3 conv blocks
+        max_text_length=64,
+    ),
+    "base": dict(
+        vocab_size=32000,
+        emb_dim=768,
+        num_heads=12,
+        head_dim=64,
+        mlp_dim=3072,
+        num_encoder_layers=12,
+        num_decoder_layers=12,
+        stem_width=64,
+        stem_blocks_per_stage=(3, 4, 23, 3),  # ResNet-101
+        image_size=224,
+        max_text_length=512,
+    ),
+    "large": dict(
+        vocab_size=32000,
+        emb_dim=1024,
+        num_heads=16,
+        head_dim=64,
+        mlp_dim=4096,
+        num_encoder_layers=24,
+        num_decoder_layers=24,
+        stem_width=64,
+        stem_blocks_per_stage=(3, 4, 23, 3),  # ResNet-101
+        image_size=224,
+        max_text_length=512,
+    ),
+    "huge": dict(
+        vocab_size=32000,
+        emb_dim=1280,
+        num_heads=16,
+        head_dim=80,
+        mlp_dim=5120,
+        num_encoder_layers=32,
+        num_decoder_layers=32,
+        stem_width=64,
+        stem_blocks_per_stage=(3, 8, 36, 3),  # ResNet-152
+        image_size=224,
+        max_text_length=512,
+    ),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class SimVLMConfig:
-    """Every hyper-parameter of `SimVLMNetwork`. Defaults are the Base preset."""
+    """Every hyper-parameter of `SimVLMNetwork`. Size fields left None come from the `preset` row of
+    PRESETS (by default Base); every other field has its default here."""
 
+    # The row of PRESETS that fills the size fields below that are left unset.
+    preset: str = "base"
     # Size of the SentencePiece vocabulary; id 0 is padding (and the decoder's start id).
-    vocab_size: int = 32000
+    vocab_size: Optional[int] = None
     # Transformer width: token, image and position embeddings all have this size.
-    emb_dim: int = 768
+    emb_dim: Optional[int] = None
     # Attention heads and the width of each head (heads * head_dim need not equal emb_dim).
-    num_heads: int = 12
-    head_dim: int = 64
+    num_heads: Optional[int] = None
+    head_dim: Optional[int] = None
     # Hidden width of the Transformer MLP blocks.
-    mlp_dim: int = 3072
+    mlp_dim: Optional[int] = None
     # Depth of the bidirectional encoder and of the causal decoder.
-    num_encoder_layers: int = 12
-    num_decoder_layers: int = 12
+    num_encoder_layers: Optional[int] = None
+    num_decoder_layers: Optional[int] = None
     # Image stem: 0 = ViT linear patch embedding, k in 1..4 = ResNet root + first k bottleneck stages.
     num_conv_blocks: int = 3
     # Inner width of the first ResNet stage (stage s has stem_width * 2**s inner, 4x that output).
-    stem_width: int = 64
+    stem_width: Optional[int] = None
     # Bottleneck blocks per ResNet stage; only the first num_conv_blocks entries are used.
-    stem_blocks_per_stage: tuple[int, ...] = (3, 4, 23, 3)
+    stem_blocks_per_stage: Optional[tuple[int, ...]] = None
     # Kernel and stride of the linear patch embedding (used only when num_conv_blocks == 0).
     patch_size: int = 16
     # Square image side the image position table is built for (other sizes resize the table).
-    image_size: int = 224
+    image_size: Optional[int] = None
     # Colour channels of the input image.
     num_channels: int = 3
     # Rows of the encoder-text and of the decoder position tables (longest text sequence).
-    max_text_length: int = 512
+    max_text_length: Optional[int] = None
     # Images per example; above 1 a learned image-index embedding tells the images apart.
     max_images: int = 1
     # Dropout on embeddings, attention probabilities, MLP hidden units and residual branches.
@@ -93,8 +156,25 @@ class SimVLMConfig:
     attention_impl: str = "einsum"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
-                     "num_decoder_layers", "stem_width", "patch_size", "image_size", "num_channels", "max_text_length"):
+        if self.preset not in PRESETS:
+            raise ValueError(f"SimVLMConfig.preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        for name in (
+            "vocab_size",
+            "emb_dim",
+            "num_heads",
+            "head_dim",
+            "mlp_dim",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "stem_width",
+            "patch_size",
+            "image_size",
+            "num_channels",
+            "max_text_length",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"SimVLMConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0.0 <= self.dropout_rate < 1.0:
@@ -144,60 +224,11 @@ class SimVLMConfig:
         return 4 * self.stem_width * 2 ** (self.num_conv_blocks - 1)
 
 
-# The presets. Sizes follow ViT, as in the SimVLM paper (arXiv 2108.10904); stems follow the paper's "first three
-# blocks of a ResNet", a ResNet-101 for Base/Large and a ResNet-152 for Huge (assumed).
-_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(
-        vocab_size=2000,
-        emb_dim=128,
-        num_heads=4,
-        head_dim=32,
-        mlp_dim=512,
-        num_encoder_layers=2,
-        num_decoder_layers=2,
-        stem_width=8,
-        stem_blocks_per_stage=(1, 1, 1, 1),
-        image_size=64,  # -> 4x4 = 16 image tokens with 3 conv blocks
-        max_text_length=64,
-    ),
-    "base": dict(
-        emb_dim=768,
-        num_heads=12,
-        head_dim=64,
-        mlp_dim=3072,
-        num_encoder_layers=12,
-        num_decoder_layers=12,
-        stem_width=64,
-        stem_blocks_per_stage=(3, 4, 23, 3),  # ResNet-101
-    ),
-    "large": dict(
-        emb_dim=1024,
-        num_heads=16,
-        head_dim=64,
-        mlp_dim=4096,
-        num_encoder_layers=24,
-        num_decoder_layers=24,
-        stem_width=64,
-        stem_blocks_per_stage=(3, 4, 23, 3),  # ResNet-101
-    ),
-    "huge": dict(
-        emb_dim=1280,
-        num_heads=16,
-        head_dim=80,
-        mlp_dim=5120,
-        num_encoder_layers=32,
-        num_decoder_layers=32,
-        stem_width=64,
-        stem_blocks_per_stage=(3, 8, 36, 3),  # ResNet-152
-    ),
-}
-
-
 def get_config(name: str, **overrides: Any) -> SimVLMConfig:
     """The preset `name` ('tiny', 'base', 'large' or 'huge') with `overrides` applied."""
-    if name not in _PRESETS:
-        raise ValueError(f"Unknown SimVLM size {name!r}; expected one of {sorted(_PRESETS)}")
-    return SimVLMConfig(**{**_PRESETS[name], **overrides})
+    if name not in PRESETS:
+        raise ValueError(f"Unknown SimVLM size {name!r}; expected one of {sorted(PRESETS)}")
+    return SimVLMConfig(preset=name, **overrides)
 
 
 def tiny_config(**overrides: Any) -> SimVLMConfig:

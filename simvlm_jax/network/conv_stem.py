@@ -53,9 +53,7 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
-        kernel = param_with_axes(
-            "kernel", nn.initializers.lecun_normal(), shape, jnp.float32, axes=_CONV_AXES
-        )
+        kernel = param_with_axes("kernel", nn.initializers.lecun_normal(), shape, jnp.float32, axes=_CONV_AXES)
         if self.weight_standardization:
             mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
             var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
@@ -67,13 +65,14 @@ class Conv(nn.Module):
             y = jnp.einsum("bhwc,co->bhwo", x[:, :: self.strides, :: self.strides, :], kernel[0, 0])
         else:
             y = jax.lax.conv_general_dilated(
-                x, kernel, window_strides=(self.strides, self.strides), padding=self.padding,
+                x,
+                kernel,
+                window_strides=(self.strides, self.strides),
+                padding=self.padding,
                 dimension_numbers=_DIMENSIONS,
             )
         if self.use_bias:
-            bias = param_with_axes(
-                "bias", nn.initializers.zeros, (self.features,), jnp.float32, axes=("conv_out",)
-            )
+            bias = param_with_axes("bias", nn.initializers.zeros, (self.features,), jnp.float32, axes=("conv_out",))
             y = y + jnp.asarray(bias, self.dtype)
         return y
 
@@ -122,7 +121,8 @@ def max_pool_3x3_stride_2(x: Array) -> Array:
     out_h, out_w = -(-height // 2), -(-width // 2)
     pad_h, pad_w = max(2 * out_h + 1 - height, 0), max(2 * out_w + 1 - width, 0)
     padded = jnp.pad(
-        x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
+        x,
+        ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
         constant_values=-jnp.inf,
     )
     windows = [padded[:, i : i + 2 * out_h - 1 : 2, j : j + 2 * out_w - 1 : 2, :] for i in range(3) for j in range(3)]
@@ -151,9 +151,7 @@ class Bottleneck(nn.Module):
         y = Conv(self.width, 3, self.strides, dtype=self.dtype, name="conv2")(y)
         y = nn.relu(GroupNorm(self.max_groups, dtype=self.dtype, name="norm2")(y))
         y = Conv(out_features, 1, dtype=self.dtype, name="conv3")(y)
-        y = GroupNorm(
-            self.max_groups, scale_init=nn.initializers.zeros, dtype=self.dtype, name="norm3"
-        )(y)
+        y = GroupNorm(self.max_groups, scale_init=nn.initializers.zeros, dtype=self.dtype, name="norm3")(y)
         if x.shape[-1] != out_features or self.strides != 1:
             residual = Conv(out_features, 1, self.strides, dtype=self.dtype, name="proj")(x)
             residual = GroupNorm(self.max_groups, dtype=self.dtype, name="proj_norm")(residual)

@@ -57,10 +57,31 @@ def dropout(x: Array, rate: float, enable_dropout: bool) -> Array:
     return nn.Dropout(rate=rate)(x, deterministic=False)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def contract(x: Array, kernel: Array, contract_dims: int) -> Array:
-    """x [..., *in] . kernel [*in, *out] -> [..., *out] (the last `contract_dims` axes of x against
-    the first ones of kernel), with a hand-written backward pass.
+    """x [..., *in] . kernel [*in, *out] -> [..., *out] (the last `contract_dims` axes of x against the
+    first ones of kernel). On XLA:CPU with the hand-written backward pass of `contract_cpu_backward`,
+    elsewhere plain `dot_general` (XLA:GPU/TPU were not measured to need it, and the plain form keeps
+    forward-mode autodiff working); the choice is made when the function is traced."""
+    if hand_written_backward(jax.default_backend()):
+        return contract_cpu_backward(x, kernel, contract_dims)
+    return _dot(x, kernel, contract_dims)
+
+
+def hand_written_backward(backend: str) -> bool:
+    """Whether `contract` uses the hand-written backward pass on `backend` (a per-backend workaround,
+    measured on XLA:CPU only: docs/performance.md)."""
+    return backend == "cpu"
+
+
+def _dot(x: Array, kernel: Array, contract_dims: int) -> Array:
+    n = x.ndim
+    dims = ((tuple(range(n - contract_dims, n)), tuple(range(contract_dims))), ((), ()))
+    return jax.lax.dot_general(x, kernel, dims)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def contract_cpu_backward(x: Array, kernel: Array, contract_dims: int) -> Array:
+    """`contract` with a hand-written backward pass (the XLA:CPU workaround).
 
     The gradient is the textbook one; only its formulation differs from what JAX's dot_general
     transpose rule emits. JAX writes the kernel gradient as (dy^T x)^T, and XLA:CPU then makes a
@@ -70,13 +91,11 @@ def contract(x: Array, kernel: Array, contract_dims: int) -> Array:
     Here both gradients are plain 2-D matmuls over the flattened tokens, kernel gradient = x^T dy,
     so the copy is of x, an activation already in memory. See docs/performance.md.
     """
-    n = x.ndim
-    dims = ((tuple(range(n - contract_dims, n)), tuple(range(contract_dims))), ((), ()))
-    return jax.lax.dot_general(x, kernel, dims)
+    return _dot(x, kernel, contract_dims)
 
 
 def _contract_fwd(x: Array, kernel: Array, contract_dims: int):
-    return contract(x, kernel, contract_dims), (x, kernel)
+    return _dot(x, kernel, contract_dims), (x, kernel)
 
 
 def _contract_bwd(contract_dims: int, residuals: tuple[Array, Array], dy: Array):
@@ -91,12 +110,10 @@ def _contract_bwd(contract_dims: int, residuals: tuple[Array, Array], dy: Array)
     return dx.reshape(x.shape).astype(x.dtype), dkernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
-contract.defvjp(_contract_fwd, _contract_bwd)
+contract_cpu_backward.defvjp(_contract_fwd, _contract_bwd)
 
 
-def _flat_fan_in_init(
-    base_init: Initializer, in_rank: int
-) -> Callable[[jax.Array, tuple[int, ...]], Array]:
+def _flat_fan_in_init(base_init: Initializer, in_rank: int) -> Callable[[jax.Array, tuple[int, ...]], Array]:
     """Initialise an N-d kernel as if it were the 2D matrix [prod(in dims), prod(out dims)]."""
 
     def init(rng: jax.Array, shape: tuple[int, ...], dtype: DType = jnp.float32) -> Array:

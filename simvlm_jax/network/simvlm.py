@@ -154,9 +154,9 @@ class SimVLMNetwork(nn.Module):
 
         image_tokens = self.embed_images(images)  # [B, N*T, D]
         tokens_per_image = image_tokens.shape[1] // num_images
-        text_tokens = self.shared_embedding(encoder_input_tokens) + self.text_position_embedding(
-            jnp.arange(text_length)
-        )[None]  # [B, L_enc, D]
+        text_tokens = (
+            self.shared_embedding(encoder_input_tokens) + self.text_position_embedding(jnp.arange(text_length))[None]
+        )  # [B, L_enc, D]
         x = jnp.concatenate([image_tokens, text_tokens], axis=1)  # [B, N*T + L_enc, D]
         encoder_mask = encoder_valid_mask(image_present, tokens_per_image, encoder_input_tokens)
         encoded = self.encoder(x, encoder_self_mask(encoder_mask), enable_dropout)
@@ -218,9 +218,7 @@ class SimVLMNetwork(nn.Module):
         max_decode_length: int | None = None,
     ) -> Array:
         """encode + decode: logits [B, L_dec, vocab] float32 (arguments as in encode and decode)."""
-        encoded, encoder_mask = self.encode(
-            encoder_image, encoder_image_mask, encoder_input_tokens, enable_dropout
-        )
+        encoded, encoder_mask = self.encode(encoder_image, encoder_image_mask, encoder_input_tokens, enable_dropout)
         return self.decode(
             encoded,
             encoder_mask,

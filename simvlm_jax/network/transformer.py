@@ -139,9 +139,7 @@ class DecoderLayer(nn.Module):
         )
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
         h = _norm(cfg, "pre_cross_attention_layer_norm")(x)
-        h = _attention(cfg, "encoder_decoder_attention")(
-            h, encoded, enc_dec_mask, enable_dropout=enable_dropout
-        )
+        h = _attention(cfg, "encoder_decoder_attention")(h, encoded, enc_dec_mask, enable_dropout=enable_dropout)
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
         h = _norm(cfg, "pre_mlp_layer_norm")(x)
         h = _mlp(cfg)(h, enable_dropout=enable_dropout)
@@ -225,9 +223,7 @@ class Decoder(nn.Module):
         else:
             self_mask = decoder_causal_mask(decoder_input_tokens, decoder_target_tokens)
             decoder_valid = (
-                jnp.ones((batch, length), bool)
-                if decoder_target_tokens is None
-                else decoder_target_tokens > 0
+                jnp.ones((batch, length), bool) if decoder_target_tokens is None else decoder_target_tokens > 0
             )
         enc_dec_mask = cross_mask(decoder_valid, encoder_mask)  # [batch, 1, dec_len, enc_len]
 

@@ -8,8 +8,7 @@ from typing import Optional
 import seqio
 
 from simvlm_jax.data import embedded as embedded_data
-from simvlm_jax.data import preprocessors
-from simvlm_jax.data import question_answering
+from simvlm_jax.data import preprocessors, question_answering
 
 # The PrefixLM split's defaults (the paper does not give its distribution; see docs/data.md).
 DEFAULT_SPLIT = dict(min_prefix_tokens=0, max_prefix_tokens=None, min_target_tokens=1)
@@ -25,8 +24,13 @@ def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
     }
 
 
-def image_text_preprocessors(image_key: str = "image", text_key: str = "text", prompt: Optional[str] = None,
-                             id_key: Optional[str] = None, **split_kwargs) -> list:
+def image_text_preprocessors(
+    image_key: str = "image",
+    text_key: str = "text",
+    prompt: Optional[str] = None,
+    id_key: Optional[str] = None,
+    **split_kwargs,
+) -> list:
     """Image-text pairs -> PrefixLM examples (or prompted captioning examples when `prompt` is set).
     `id_key` names a record id to keep as `example_id` (shown in predictions)."""
     steps = [
@@ -59,8 +63,9 @@ def text_only_preprocessors(text_key: str = "text", id_key: Optional[str] = None
 def add_task(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary, steps: list, **kwargs) -> seqio.Task:
     """Registers (replacing any task of the same name) and returns a task."""
     seqio.TaskRegistry.remove(name)
-    return seqio.TaskRegistry.add(name, source=source, output_features=output_features(vocabulary),
-                                  preprocessors=steps, **kwargs)
+    return seqio.TaskRegistry.add(
+        name, source=source, output_features=output_features(vocabulary), preprocessors=steps, **kwargs
+    )
 
 
 def add_mixture(name: str, tasks_and_rates: list[tuple[str, float]], **kwargs) -> seqio.Mixture:
@@ -91,8 +96,10 @@ class PreparedTfdsSource(seqio.TfdsDataSource):
         self._builder_name = tfds_name.split(":")[0]
 
     def _ensure_prepared(self):
-        from simvlm_jax.data import builders  # noqa: F401  (registers the builders)
         import tensorflow_datasets as tfds
+
+        from simvlm_jax.data import builders  # noqa: F401  (registers the builders)
+
         embedded_data.prepare_builder(tfds.builder_cls(self._builder_name))
 
     def get_dataset(self, *args, **kwargs):

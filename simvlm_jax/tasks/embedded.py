@@ -60,8 +60,12 @@ common.add_task(
 )
 common.add_mixture(
     "embedded_eval_mix",
-    [("embedded_scenes_prefixlm", 1.0), ("embedded_text_prefixlm", 1.0),
-     ("embedded_scenes_captioning", 1.0), ("embedded_heldout_captioning", 1.0)],
+    [
+        ("embedded_scenes_prefixlm", 1.0),
+        ("embedded_text_prefixlm", 1.0),
+        ("embedded_scenes_captioning", 1.0),
+        ("embedded_heldout_captioning", 1.0),
+    ],
 )
 common.add_mixture(
     "embedded_captioning_mix",

@@ -62,10 +62,18 @@ def write_web_pairs(path: str, pairs: Iterable[tuple[bytes, Union[str, bytes]]])
     count = 0
     with tf.io.TFRecordWriter(path) as writer:
         for image_bytes, text in pairs:
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
-                "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode("utf-8") if isinstance(text, str) else text])),
-            }))
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
+                        "text": tf.train.Feature(
+                            bytes_list=tf.train.BytesList(
+                                value=[text.encode("utf-8") if isinstance(text, str) else text]
+                            )
+                        ),
+                    }
+                )
+            )
             writer.write(example.SerializeToString())
             count += 1
     return count

@@ -18,9 +18,8 @@ import re
 import shutil
 from typing import Any, Mapping, Optional
 
-import numpy as np
-
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 from absl import logging
@@ -68,6 +67,11 @@ def latest_step(model_dir: str) -> Optional[int]:
     return steps[-1] if steps else None
 
 
+def is_checkpoint_dir_name(path: str) -> bool:
+    """Whether `path` names a checkpoint_<step> folder (by its name)."""
+    return bool(_CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path))))
+
+
 def resolve_checkpoint_path(path: str) -> str:
     """A `checkpoint_<step>` directory as given, or the latest one inside a model directory."""
     if _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path))):
@@ -81,9 +85,7 @@ def resolve_checkpoint_path(path: str) -> str:
 
 
 def _dataset_file(directory: str) -> str:
-    return os.path.join(
-        directory, "dataset", f"train_ds-{jax.process_index():03d}-of-{jax.process_count():03d}"
-    )
+    return os.path.join(directory, "dataset", f"train_ds-{jax.process_index():03d}-of-{jax.process_count():03d}")
 
 
 def to_t5x_tree(params: Any, step: Any, opt_state: Any) -> dict:

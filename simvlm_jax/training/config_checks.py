@@ -46,15 +46,17 @@ def check_model_dir(model_dir: str, needed_bytes: int = 0) -> None:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".write_test"):
             pass
     except OSError as error:
-        raise ConfigError(f"MODEL_DIR {model_dir!r} is not writable ({error.strerror} in {existing}); {fix} "
-                          "or fix its permissions.") from error
+        raise ConfigError(
+            f"MODEL_DIR {model_dir!r} is not writable ({error.strerror} in {existing}); {fix} or fix its permissions."
+        ) from error
     if needed_bytes:
         free = shutil.disk_usage(existing).free
         wanted = int(needed_bytes * DISK_HEADROOM)
         if free < wanted:
             raise ConfigError(
                 f"MODEL_DIR {model_dir!r} has {_mib(free)} free but one checkpoint needs about "
-                f"{_mib(wanted)}; free disk space, {fix}, or lower CHECKPOINTS_TO_KEEP.")
+                f"{_mib(wanted)}; free disk space, {fix}, or lower CHECKPOINTS_TO_KEEP."
+            )
 
 
 def state_bytes(shapes: Any) -> int:
@@ -68,23 +70,30 @@ def check_feature_lengths(lengths: Mapping[str, int], config) -> None:
     """Text lengths of TASK_FEATURE_LENGTHS fit the network's position tables (max_text_length)."""
     for name in ("inputs", "targets"):
         if name not in lengths:
-            raise ConfigError(f"TASK_FEATURE_LENGTHS has no {name!r} entry (got {dict(lengths)}); set e.g. "
-                              f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 32, 'targets': 32, 'image': 224}}\".")
+            raise ConfigError(
+                f"TASK_FEATURE_LENGTHS has no {name!r} entry (got {dict(lengths)}); set e.g. "
+                f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 32, 'targets': 32, 'image': 224}}\"."
+            )
         if int(lengths[name]) > config.max_text_length:
             raise ConfigError(
                 f"TASK_FEATURE_LENGTHS[{name!r}]={lengths[name]} exceeds the model's max_text_length "
                 f"{config.max_text_length} (its position table): lower it to at most {config.max_text_length}, "
-                f"or raise network.SimVLMConfig.max_text_length (a new model; checkpoints will not restore).")
+                f"or raise network.SimVLMConfig.max_text_length (a new model; checkpoints will not restore)."
+            )
     if int(lengths["targets"]) < 2:
-        raise ConfigError(f"TASK_FEATURE_LENGTHS['targets']={lengths['targets']} leaves no room for a token and "
-                          "EOS: set it to 2 or more.")
+        raise ConfigError(
+            f"TASK_FEATURE_LENGTHS['targets']={lengths['targets']} leaves no room for a token and "
+            "EOS: set it to 2 or more."
+        )
 
 
 def check_image_size(image_size: Optional[int], config) -> None:
     """The image side is a positive multiple of the stem's stride (no ragged border tiles)."""
     if image_size is None:
-        raise ConfigError("TASK_FEATURE_LENGTHS has no 'image' entry: add the image side in pixels, e.g. "
-                          f"'image': {config.image_size}.")
+        raise ConfigError(
+            "TASK_FEATURE_LENGTHS has no 'image' entry: add the image side in pixels, e.g. "
+            f"'image': {config.image_size}."
+        )
     stride = config.stem_stride
     if image_size <= 0 or image_size % stride:
         lower = max(stride, image_size // stride * stride)
@@ -92,7 +101,8 @@ def check_image_size(image_size: Optional[int], config) -> None:
             f"TASK_FEATURE_LENGTHS['image']={image_size} cannot be tiled by the image stem, whose stride is "
             f"{stride} pixels (num_conv_blocks={config.num_conv_blocks}"
             f"{', patch_size=%d' % config.patch_size if config.num_conv_blocks == 0 else ''}): "
-            f"use a multiple of {stride}, e.g. {lower} or {lower + stride}.")
+            f"use a multiple of {stride}, e.g. {lower} or {lower + stride}."
+        )
 
 
 def check_vocabulary(vocabulary, config, name: str = "VOCABULARY") -> None:
@@ -102,7 +112,8 @@ def check_vocabulary(vocabulary, config, name: str = "VOCABULARY") -> None:
         raise ConfigError(
             f"{name} has {size} ids but the model's embedding table has vocab_size={config.vocab_size} rows; "
             f"set network.SimVLMConfig.vocab_size = {size} (or more), or use the vocabulary the model was "
-            "built for.")
+            "built for."
+        )
 
 
 def check_task_vocabulary(task_vocabulary, model_vocabulary, task_name: str) -> None:
@@ -115,7 +126,8 @@ def check_task_vocabulary(task_vocabulary, model_vocabulary, task_name: str) -> 
         raise ConfigError(
             f"Task {task_name!r} tokenizes with a vocabulary of {task_vocabulary.vocab_size} ids but the model's "
             f"VOCABULARY has {model_vocabulary.vocab_size}: register the task with the model's vocabulary "
-            "(or set $SIMVLM_SPM_MODEL / VOCABULARY to the same SentencePiece model).")
+            "(or set $SIMVLM_SPM_MODEL / VOCABULARY to the same SentencePiece model)."
+        )
 
 
 def check_checkpoint_shapes(path: str, expected: Mapping[str, Any]) -> None:
@@ -134,15 +146,20 @@ def check_checkpoint_shapes(path: str, expected: Mapping[str, Any]) -> None:
                 f"The checkpoint {path} was trained with a vocabulary of {stored[name][0]} ids "
                 f"({name} {tuple(stored[name])}), but this model has {expected[name][0]} "
                 f"({tuple(expected[name])}): use the checkpoint's VOCABULARY and network.SimVLMConfig.vocab_size "
-                "(see its model dir's config.gin), or start from scratch in a new MODEL_DIR.")
-    wrong = [f"{n}: checkpoint {tuple(stored[n])} vs model {tuple(expected[n])}"
-             for n in sorted(expected) if n in stored and tuple(stored[n]) != tuple(expected[n])]
+                "(see its model dir's config.gin), or start from scratch in a new MODEL_DIR."
+            )
+    wrong = [
+        f"{n}: checkpoint {tuple(stored[n])} vs model {tuple(expected[n])}"
+        for n in sorted(expected)
+        if n in stored and tuple(stored[n]) != tuple(expected[n])
+    ]
     missing = sorted(set(expected) - set(stored))
     if wrong or missing:
         details = "; ".join(wrong[:5] + [f"{n}: not in the checkpoint" for n in missing[:5]])
         raise ConfigError(
             f"The checkpoint {path} does not fit this model ({len(wrong)} shape mismatch(es), {len(missing)} "
-            f"missing parameter(s): {details}): use the network settings of its config.gin, or a new MODEL_DIR.")
+            f"missing parameter(s): {details}): use the network settings of its config.gin, or a new MODEL_DIR."
+        )
 
 
 def checkpoint_param_shapes(path: str) -> Optional[dict[str, tuple]]:
@@ -176,6 +193,52 @@ def check_training_config(model, dataset_cfg) -> None:
         check_vocabulary(model.input_vocabulary, config, "the input VOCABULARY")
 
 
+# Settings of T5X's configuration records that this trainer does not implement: the values it accepts
+# (T5X's defaults) and why it takes no other.
+_ONLY = {
+    ("DatasetConfig", "pack"): ((False,), "SimVLM examples cannot be packed (an image belongs to one example)"),
+    ("DatasetConfig", "use_custom_packing_ops"): ((False,), "examples are never packed"),
+    ("DatasetConfig", "use_memory_cache"): ((True,), "SeqIO decides itself which small datasets to cache"),
+    ("SaveCheckpointConfig", "dtype"): (
+        ("float32", None),
+        "checkpoints keep float32 parameters so that a resume is exact",
+    ),
+    ("SaveCheckpointConfig", "keep_dataset_checkpoints"): (
+        (None,),
+        "the data iterator is kept (and deleted) with its checkpoint; see CHECKPOINTS_TO_KEEP",
+    ),
+    ("RestoreCheckpointConfig", "mode"): (
+        ("latest", "specific"),
+        "'all' (evaluating every checkpoint) is T5X's eval.py; use python -m simvlm_jax.eval per checkpoint",
+    ),
+    ("RestoreCheckpointConfig", "assignment_map"): (
+        (None, ()),
+        "restoring renamed or partial parameters is not implemented",
+    ),
+    ("RestoreCheckpointConfig", "strict"): ((True,), "every parameter of the model must be in the checkpoint"),
+    ("RestoreCheckpointConfig", "dtype"): ((None, "float32"), "checkpoints hold float32 parameters"),
+}
+
+
+def check_supported_settings(**records) -> None:
+    """Each T5X configuration record (DatasetConfig, SaveCheckpointConfig, RestoreCheckpointConfig; ours or
+    T5X's) uses only values this trainer implements; any other is refused, naming the field."""
+    for record in records.values():
+        if record is None:
+            continue
+        kind = type(record).__name__
+        for (owner, field), (allowed, why) in _ONLY.items():
+            if owner != kind or not hasattr(record, field):
+                continue
+            value = getattr(record, field)
+            if value not in allowed:
+                allowed_text = " or ".join(repr(a) for a in allowed if a != ())
+                raise ConfigError(
+                    f"utils.{kind}.{field} = {value!r} is not supported by the simvlm-jax trainer: "
+                    f"{why}. Remove the binding (allowed: {allowed_text})."
+                )
+
+
 def _tasks_of(mixture_or_task) -> list:
     import difflib
 
@@ -193,7 +256,8 @@ def _tasks_of(mixture_or_task) -> list:
             raise ConfigError(
                 f"No SeqIO task or mixture named {mixture_or_task!r} is registered.{hint} Set "
                 "--gin.MIXTURE_OR_TASK_NAME=... to a registered name, and --gin.MIXTURE_OR_TASK_MODULE=... to the "
-                "module that registers it.") from error
+                "module that registers it."
+            ) from error
     return list(provider.tasks) if isinstance(provider, seqio.Mixture) else [provider]
 
 

@@ -4,7 +4,8 @@ r"""A PNG of a run's curves, read back from its TensorBoard event files (TensorB
 
 Panels: training loss and token accuracy (model_dir/train), teacher-forced eval loss per task
 (model_dir/training_eval/<task>) and decoded-prediction metrics per task (model_dir/inference_eval/<task>,
-where seqio's TensorBoardLogger writes tags `eval/<metric>`: CIDEr, VQA accuracy, ...). The trainer writes `MODEL_DIR/curves.png` at the end of every run.
+where seqio's TensorBoardLogger writes tags `eval/<metric>`: CIDEr, VQA accuracy, ...). The trainer writes
+`MODEL_DIR/curves.png` at the end of every run.
 """
 
 from __future__ import annotations
@@ -73,10 +74,14 @@ def plot(model_dir: str, out: Optional[str] = None) -> Optional[str]:
     infers = {name.split("/", 1)[1]: s for name, s in runs.items() if name.startswith("inference_eval/")}
     infers = {task: {tag.removeprefix("eval/"): points for tag, points in s.items()} for task, s in infers.items()}
     infer_metrics = sorted({m for s in infers.values() for m in s if not m.startswith("timing")})
-    panels = [("training loss", {"train": train.get("loss", [])}),
-              ("token accuracy", {"train": train.get("accuracy", []),
-                                  **{t: s.get("accuracy", []) for t, s in evals.items()}}),
-              ("eval loss (teacher-forced)", {t: s.get("loss", []) for t, s in evals.items()})]
+    panels = [
+        ("training loss", {"train": train.get("loss", [])}),
+        (
+            "token accuracy",
+            {"train": train.get("accuracy", []), **{t: s.get("accuracy", []) for t, s in evals.items()}},
+        ),
+        ("eval loss (teacher-forced)", {t: s.get("loss", []) for t, s in evals.items()}),
+    ]
     panels += [(metric, {t: s.get(metric, []) for t, s in infers.items()}) for metric in infer_metrics]
     panels = [(title, {k: v for k, v in lines.items() if v}) for title, lines in panels]
     panels = [(title, lines) for title, lines in panels if lines]
@@ -94,7 +99,7 @@ def plot(model_dir: str, out: Optional[str] = None) -> Optional[str]:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     figure.suptitle(os.path.basename(os.path.normpath(model_dir)))
     figure.tight_layout()

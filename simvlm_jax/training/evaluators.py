@@ -85,7 +85,9 @@ class TrainingEvaluator:
 
     def _samples(self, trainer, batch) -> list[str]:
         """Greedy decodes of the first few image examples: 'prefix | target -> prediction'."""
-        with_image = np.flatnonzero(np.reshape(batch["encoder_image_mask"], (len(batch["encoder_image_mask"]), -1)).max(-1) > 0)
+        with_image = np.flatnonzero(
+            np.reshape(batch["encoder_image_mask"], (len(batch["encoder_image_mask"]), -1)).max(-1) > 0
+        )
         if self.num_samples <= 0 or with_image.size == 0:
             return []
         predictions = trainer.predict(batch)
@@ -121,13 +123,15 @@ class InferenceEvaluator:
             logger_cls=EVALUATION_LOGGERS,
             log_dir=output_dir,
         )
-        self._runner = ModelRunner(model, None, dataset_cfg.batch_size, decoder_params,
-                                   on_dataset=decoding_progress("infer_eval"))
+        self._runner = ModelRunner(
+            model, None, dataset_cfg.batch_size, decoder_params, on_dataset=decoding_progress("infer_eval")
+        )
 
     def evaluate(self, params, step: int) -> dict[str, dict[str, float]]:
         self._runner.params = params
         all_metrics, _ = self._evaluator.evaluate(
-            compute_metrics=True, step=step, predict_fn=self._runner.predict_fn, score_fn=self._runner.score_fn)
+            compute_metrics=True, step=step, predict_fn=self._runner.predict_fn, score_fn=self._runner.score_fn
+        )
         results = {task: {k: float(v) for k, v in metrics.items()} for task, metrics in all_metrics.result().items()}
         for task, metrics in results.items():
             line = f"infer_eval {task} @ {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items()))

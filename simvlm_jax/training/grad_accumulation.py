@@ -52,5 +52,6 @@ def loss_and_grads(
         if name in merged:
             # A clu Average of one per-batch scalar: total = the weighted sum, count = 1.
             merged[name] = metrics[name].replace(
-                total=jnp.sum(shares * metrics[name].compute()), count=jnp.ones((), jnp.float32))
+                total=jnp.sum(shares * metrics[name].compute()), count=jnp.ones((), jnp.float32)
+            )
     return (jnp.sum(losses), merged), grads

@@ -19,14 +19,17 @@ class SummaryWriters:
         self.model_dir = model_dir
         self._only_log = jax.process_index() > 0
         self.train = metric_writers.create_default_writer(
-            os.path.join(model_dir, "train"), just_logging=self._only_log, asynchronous=False)
+            os.path.join(model_dir, "train"), just_logging=self._only_log, asynchronous=False
+        )
         self._eval: dict[str, metric_writers.MetricWriter] = {}
 
     def eval(self, task_name: str) -> metric_writers.MetricWriter:
         if task_name not in self._eval:
             self._eval[task_name] = metric_writers.create_default_writer(
-                os.path.join(self.model_dir, "training_eval", task_name), just_logging=self._only_log,
-                asynchronous=False)
+                os.path.join(self.model_dir, "training_eval", task_name),
+                just_logging=self._only_log,
+                asynchronous=False,
+            )
         return self._eval[task_name]
 
     def flush(self) -> None:
@@ -58,10 +61,12 @@ class ProgressLog:
             timing["timing/target_tokens_per_second"] = summary["num_target_tokens"] / seconds
         eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 and not self._first else float("inf")
         self._first = False
-        line = (f"step {step}/{self.total_steps}  loss {summary.get('loss', float('nan')):.4f}  "
-                f"accuracy {summary.get('accuracy', float('nan')):.3f}  "
-                f"lr {summary.get('learning_rate', float('nan')):.2e}  |  {steps_per_s:.2f} steps/s  "
-                f"{steps_per_s * self.batch_size:.1f} examples/s  ETA {_format_seconds(eta)}")
+        line = (
+            f"step {step}/{self.total_steps}  loss {summary.get('loss', float('nan')):.4f}  "
+            f"accuracy {summary.get('accuracy', float('nan')):.3f}  "
+            f"lr {summary.get('learning_rate', float('nan')):.2e}  |  {steps_per_s:.2f} steps/s  "
+            f"{steps_per_s * self.batch_size:.1f} examples/s  ETA {_format_seconds(eta)}"
+        )
         logging.info(line)
         print(line, flush=True)
         return timing

@@ -17,20 +17,17 @@ import jax
 import numpy as np
 from absl import logging
 
-from simvlm_jax.training import checkpoints
-from simvlm_jax.training import config_checks
-from simvlm_jax.training import curves
-from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.data import bad_records, loader
 from simvlm_jax.data.feature_converter import model_input_specs
-from simvlm_jax.training import memory_estimate
+from simvlm_jax.model import loss_metrics as metrics_lib
+from simvlm_jax.training import checkpoints, config_checks, curves, memory_estimate
 from simvlm_jax.training.config_checks import ConfigError
-from simvlm_jax.training.numerics import NumericsMonitor
-from simvlm_jax.training.prefetch import prefetch_to_device
-from simvlm_jax.training.preemption import StopRequest
-from simvlm_jax.training.trainer import Trainer, TrainState, TrainStateLayout
 from simvlm_jax.training.evaluators import InferenceEvaluator, TrainingEvaluator
 from simvlm_jax.training.logs import ProgressLog, SummaryWriters
+from simvlm_jax.training.numerics import NumericsMonitor
+from simvlm_jax.training.preemption import StopRequest
+from simvlm_jax.training.prefetch import prefetch_to_device
+from simvlm_jax.training.trainer import Trainer, TrainState, TrainStateLayout
 
 
 def train(
@@ -75,11 +72,18 @@ def train(
     _check_unused_kwargs(unused_t5x_kwargs)
     monitor = NumericsMonitor(nan_policy, loss_spike_factor)
     save_cfg, restore_cfg = checkpoint_cfg.save, checkpoint_cfg.restore
-    _check_counts(total_steps=total_steps, eval_period=eval_period, eval_steps=eval_steps, stats_period=stats_period,
-                  relative_steps=relative_steps, save_period=save_cfg.period if save_cfg else None,
-                  checkpoints_to_keep=save_cfg.keep if save_cfg else None)
-    layout, (restore_path, restore_dataset) = preflight(model, train_dataset_cfg, partitioner, model_dir, save_cfg, restore_cfg,
-                       bad_record_policy=bad_record_policy)
+    _check_counts(
+        total_steps=total_steps,
+        eval_period=eval_period,
+        eval_steps=eval_steps,
+        stats_period=stats_period,
+        relative_steps=relative_steps,
+        save_period=save_cfg.period if save_cfg else None,
+        checkpoints_to_keep=save_cfg.keep if save_cfg else None,
+    )
+    layout, (restore_path, restore_dataset) = preflight(
+        model, train_dataset_cfg, partitioner, model_dir, save_cfg, restore_cfg, bad_record_policy=bad_record_policy
+    )
     # Nothing was written before this point.
     os.makedirs(model_dir, exist_ok=True)
     bad_records.configure(bad_record_policy)
@@ -107,22 +111,26 @@ def train(
             f.write("\n".join(layout.model_info_lines()) + "\n")
     if summarize_config_fn is not None:
         summarize_config_fn(model_dir, writers.train, start_step)
-
-    evaluator = None
-    if train_eval_dataset_cfg is not None:
-        evaluator = TrainingEvaluator(
-            train_eval_dataset_cfg, layout_info, eval_steps, writers, model.output_vocabulary, num_samples_to_log
-        )
-    infer_evaluator = None
-    if infer_eval_dataset_cfg is not None:
-        infer_evaluator = InferenceEvaluator(infer_eval_dataset_cfg, model, os.path.join(model_dir, "inference_eval"))
+    evaluations = _Evaluations(
+        model,
+        model_dir,
+        writers,
+        layout_info,
+        train_eval_dataset_cfg,
+        infer_eval_dataset_cfg,
+        eval_steps,
+        num_samples_to_log,
+    )
     trainer = trainer_cls(
-        model=model, train_state=state, partitioner=partitioner,
-        eval_names=evaluator.task_names if evaluator else (), summary_dir=model_dir,
-        train_state_axes=layout.logical_axes, rng=jax.random.fold_in(jax.random.key(seed), 1),
+        model=model,
+        train_state=state,
+        partitioner=partitioner,
+        eval_names=evaluations.train_eval_task_names,
+        summary_dir=model_dir,
+        train_state_axes=layout.logical_axes,
+        rng=jax.random.fold_in(jax.random.key(seed), 1),
     )
 
-    # ---------------------------------------------------------------- loop
     def save(step):
         if save_cfg is None:
             logging.warning("No SaveCheckpointConfig: nothing saved at step %d.", step)
@@ -130,20 +138,56 @@ def train(
         manager.save(step, trainer.train_state.to_checkpoint_tree(), train_iter if save_cfg.save_dataset else None)
 
     if run_eval_before_training:
-        if evaluator:
-            evaluator.evaluate(trainer, start_step)
-        if infer_evaluator:
-            infer_evaluator.evaluate(trainer.train_state.params, start_step)
-    progress = ProgressLog(start_step, total_steps, train_dataset_cfg.batch_size)
-    pending: list = []
+        evaluations.run(trainer, start_step)
     batches = _device_batches(train_iter, trainer, prefetch_batches, save_cfg)
+    step = _loop(
+        trainer,
+        batches,
+        start_step,
+        total_steps,
+        stats_period,
+        eval_period,
+        save_cfg,
+        save,
+        evaluations,
+        monitor,
+        writers,
+        ProgressLog(start_step, total_steps, train_dataset_cfg.batch_size),
+    )
+    if save_cfg and checkpoints.latest_step(model_dir) != step:
+        save(step)
+    writers.flush()
+    if jax.process_index() == 0:
+        _write_curves(model_dir)
+    _print_locations(model_dir, step)
+    return step, trainer.train_state
+
+
+def _loop(
+    trainer,
+    batches,
+    start_step: int,
+    total_steps: int,
+    stats_period: int,
+    eval_period: int,
+    save_cfg,
+    save,
+    evaluations,
+    monitor: NumericsMonitor,
+    writers: SummaryWriters,
+    progress: ProgressLog,
+) -> int:
+    """Steps from `start_step` to `total_steps` (or until a stop request); returns the last step.
+
+    Metrics stay on the devices between sync points (every `stats_period` steps, the first step, the
+    last, and every save: a non-finite step is seen by the numerics monitor before it is saved)."""
+    pending: list = []
     step = start_step
     with StopRequest() as stop:
         while step < total_steps:
             pending.append(trainer.train_step(next(batches)))
             step += 1
             saving = _is_save_step(save_cfg, step)
-            # Every save is a sync point, so a non-finite step is seen (nan_policy) before it is saved.
             at_sync_point = step % stats_period == 0 or step == total_steps or step == start_step + 1 or saving
             if at_sync_point:
                 summary = metrics_lib.compute_metrics(metrics_lib.merge_metrics(pending))  # the only host sync
@@ -154,27 +198,63 @@ def train(
                 writers.train.write_scalars(step, summary)
             if stop.should_stop(step, at_sync_point):
                 save(step)
-                print(f"Stopped by {stop.signal_name or 'another host'} at step {step}; checkpoint_{step} is saved. "
-                      "Rerun the same command to continue.", flush=True)
+                print(
+                    f"Stopped by {stop.signal_name or 'another host'} at step {step}; checkpoint_{step} is saved. "
+                    "Rerun the same command to continue.",
+                    flush=True,
+                )
                 break
             if saving:
                 save(step)
             if step % eval_period == 0 or step == total_steps:
-                if evaluator:
-                    evaluator.evaluate(trainer, step)
-                if infer_evaluator:
-                    infer_evaluator.evaluate(trainer.train_state.params, step)
-    if save_cfg and checkpoints.latest_step(model_dir) != step:
-        save(step)
-    writers.flush()
-    if jax.process_index() == 0:
-        _write_curves(model_dir)
-    _print_locations(model_dir, step)
-    return step, trainer.train_state
+                evaluations.run(trainer, step)
+    return step
 
 
-def preflight(model, dataset_cfg, partitioner, model_dir: str, save_cfg=None, restore_cfg=None,
-              bad_record_policy: str = "skip", check_memory: bool = True) -> tuple[TrainStateLayout, tuple]:
+class _Evaluations:
+    """The two evaluations of a run (T5X's): teacher-forced per task (training_eval/) and decoded, scored
+    with the tasks' metrics (inference_eval/); either may be off (its dataset config None)."""
+
+    def __init__(
+        self,
+        model,
+        model_dir: str,
+        writers,
+        layout_info,
+        train_eval_cfg,
+        infer_eval_cfg,
+        eval_steps: int,
+        num_samples: int,
+    ):
+        self.training = self.inference = None
+        if train_eval_cfg is not None:
+            self.training = TrainingEvaluator(
+                train_eval_cfg, layout_info, eval_steps, writers, model.output_vocabulary, num_samples
+            )
+        if infer_eval_cfg is not None:
+            self.inference = InferenceEvaluator(infer_eval_cfg, model, os.path.join(model_dir, "inference_eval"))
+
+    @property
+    def train_eval_task_names(self) -> tuple:
+        return tuple(self.training.task_names) if self.training else ()
+
+    def run(self, trainer, step: int) -> None:
+        if self.training:
+            self.training.evaluate(trainer, step)
+        if self.inference:
+            self.inference.evaluate(trainer.train_state.params, step)
+
+
+def preflight(
+    model,
+    dataset_cfg,
+    partitioner,
+    model_dir: str,
+    save_cfg=None,
+    restore_cfg=None,
+    bad_record_policy: str = "skip",
+    check_memory: bool = True,
+) -> tuple[TrainStateLayout, tuple]:
     """Every check that needs no data and no compiled step. Returns the train state's layout (shapes only,
     nothing allocated) and what to restore: (checkpoint dir or None, with the data iterator). Raises
     ConfigError naming the problem and the fix; writes nothing."""
@@ -183,6 +263,7 @@ def preflight(model, dataset_cfg, partitioner, model_dir: str, save_cfg=None, re
             raise ConfigError(f"bad_record_policy must be one of {bad_records.POLICIES}, got {bad_record_policy!r}.")
         if not isinstance(dataset_cfg.batch_size, int) or dataset_cfg.batch_size < 1:
             raise ConfigError(f"BATCH_SIZE must be a positive integer, got {dataset_cfg.batch_size!r}.")
+        config_checks.check_supported_settings(dataset=dataset_cfg, save=save_cfg, restore=restore_cfg)
         config_checks.check_model_dir(model_dir)
         loader.import_task_module(dataset_cfg.module)
         config_checks.check_training_config(model, dataset_cfg)
@@ -205,9 +286,15 @@ def preflight(model, dataset_cfg, partitioner, model_dir: str, save_cfg=None, re
 
 def _check_counts(**counts: Optional[int]) -> None:
     """Step counts and periods are positive integers (None where optional)."""
-    macros = {"total_steps": "TRAIN_STEPS", "eval_period": "EVAL_PERIOD", "eval_steps": "EVAL_STEPS",
-              "save_period": "CHECKPOINT_PERIOD", "checkpoints_to_keep": "CHECKPOINTS_TO_KEEP",
-              "stats_period": "train.stats_period", "relative_steps": "train.relative_steps"}
+    macros = {
+        "total_steps": "TRAIN_STEPS",
+        "eval_period": "EVAL_PERIOD",
+        "eval_steps": "EVAL_STEPS",
+        "save_period": "CHECKPOINT_PERIOD",
+        "checkpoints_to_keep": "CHECKPOINTS_TO_KEEP",
+        "stats_period": "train.stats_period",
+        "relative_steps": "train.relative_steps",
+    }
     for name, value in counts.items():
         if value is None and name != "total_steps":
             continue
@@ -222,14 +309,20 @@ def _check_memory(model, dataset_cfg, partitioner, layout: TrainStateLayout, num
     abstract = layout.abstract_state()
 
     def per_device_bytes(tree) -> int:
-        return sum(int(np.prod(s.sharding.shard_shape(s.shape))) * np.dtype(s.dtype).itemsize
-                   for s in jax.tree.leaves(tree))
+        return sum(
+            int(np.prod(s.sharding.shard_shape(s.shape))) * np.dtype(s.dtype).itemsize for s in jax.tree.leaves(tree)
+        )
 
     per_device_batch = max(1, dataset_cfg.batch_size // partitioner.data_parallel_size)
     estimate = memory_estimate.estimate(
-        model.module.config, dataset_cfg.task_feature_lengths, per_device_batch, per_device_bytes(abstract),
-        per_device_bytes(abstract.params), host_batch=dataset_cfg.batch_size // num_hosts,
-        shuffle=bool(dataset_cfg.shuffle))
+        model.module.config,
+        dataset_cfg.task_feature_lengths,
+        per_device_batch,
+        per_device_bytes(abstract),
+        per_device_bytes(abstract.params),
+        host_batch=dataset_cfg.batch_size // num_hosts,
+        shuffle=bool(dataset_cfg.shuffle),
+    )
     limit = None
     if devices[0].platform != "cpu":
         stats = devices[0].memory_stats() or {}
@@ -244,8 +337,10 @@ def _check_dataset_matches(dataset, expected_shapes, num_hosts: int) -> None:
         want = expected_shapes.get(name)
         got = (spec.shape[0] * num_hosts, *spec.shape[1:])
         if want is not None and tuple(got) != tuple(want):
-            raise ConfigError(f"The input pipeline gives {name} of shape {tuple(got)} but the model expects "
-                              f"{tuple(want)}: check the task's preprocessors and TASK_FEATURE_LENGTHS.")
+            raise ConfigError(
+                f"The input pipeline gives {name} of shape {tuple(got)} but the model expects "
+                f"{tuple(want)}: check the task's preprocessors and TASK_FEATURE_LENGTHS."
+            )
 
 
 def _write_curves(model_dir: str) -> None:
@@ -265,9 +360,19 @@ def _device_batches(train_iter, trainer: Trainer, prefetch_batches: int, save_cf
 
 
 # Arguments of t5x.train.train that this trainer accepts and ignores (so T5X gin files still run).
-T5X_ONLY_ARGUMENTS = ("use_hardware_rng", "inference_evaluator_cls", "get_dataset_fn", "concurrent_metrics",
-                      "actions", "train_eval_get_dataset_fn", "train_state_initializer_cls",
-                      "verify_matching_vocabs_fn", "gc_period", "skip_fn", "hardware_rng")
+T5X_ONLY_ARGUMENTS = (
+    "use_hardware_rng",
+    "inference_evaluator_cls",
+    "get_dataset_fn",
+    "concurrent_metrics",
+    "actions",
+    "train_eval_get_dataset_fn",
+    "train_state_initializer_cls",
+    "verify_matching_vocabs_fn",
+    "gc_period",
+    "skip_fn",
+    "hardware_rng",
+)
 
 
 def _check_unused_kwargs(kwargs: dict) -> None:
@@ -281,14 +386,20 @@ def _check_unused_kwargs(kwargs: dict) -> None:
             logging.warning("train(): ignoring T5X argument %r, which the simvlm-jax trainer does not use.", name)
             continue
         close = difflib.get_close_matches(name, ours, n=3)
-        raise ConfigError(f"train() has no argument {name!r}"
-                        + (f"; did you mean {' or '.join('train.' + c for c in close)}?" if close else
-                           f"; its arguments are {', '.join(ours)}."))
+        raise ConfigError(
+            f"train() has no argument {name!r}"
+            + (
+                f"; did you mean {' or '.join('train.' + c for c in close)}?"
+                if close
+                else f"; its arguments are {', '.join(ours)}."
+            )
+        )
 
 
 def _is_save_step(save_cfg, step: int) -> bool:
-    return bool(save_cfg and ((save_cfg.period and step % save_cfg.period == 0)
-                              or step in (save_cfg.checkpoint_steps or ())))
+    return bool(
+        save_cfg and ((save_cfg.period and step % save_cfg.period == 0) or step in (save_cfg.checkpoint_steps or ()))
+    )
 
 
 def _skipped_record_scalars() -> dict[str, float]:
@@ -303,12 +414,15 @@ def _skipped_record_scalars() -> dict[str, float]:
 def _print_locations(model_dir: str, step: int) -> None:
     if jax.process_index() != 0:
         return
-    print(f"Finished at step {step}.\n"
-          f"  checkpoints:  {os.path.join(model_dir, 'checkpoint_<step>')} (newest: checkpoint_{checkpoints.latest_step(model_dir)})\n"
-          f"  TensorBoard:  tensorboard --logdir={model_dir}   (train/, training_eval/<task>/, inference_eval/)\n"
-          f"  curves:       {os.path.join(model_dir, 'curves.png')}\n"
-          f"  config:       {os.path.join(model_dir, 'config.gin')}, {os.path.join(model_dir, 'model-info.txt')}",
-          flush=True)
+    print(
+        f"Finished at step {step}.\n"
+        f"  checkpoints:  {os.path.join(model_dir, 'checkpoint_<step>')} "
+        f"(newest: checkpoint_{checkpoints.latest_step(model_dir)})\n"
+        f"  TensorBoard:  tensorboard --logdir={model_dir}   (train/, training_eval/<task>/, inference_eval/)\n"
+        f"  curves:       {os.path.join(model_dir, 'curves.png')}\n"
+        f"  config:       {os.path.join(model_dir, 'config.gin')}, {os.path.join(model_dir, 'model-info.txt')}",
+        flush=True,
+    )
 
 
 def _checkpoint_to_restore(model_dir, restore_cfg, save_cfg) -> tuple[Optional[str], bool]:
@@ -321,12 +435,20 @@ def _checkpoint_to_restore(model_dir, restore_cfg, save_cfg) -> tuple[Optional[s
     if restore_cfg is None or not restore_cfg.path:
         return None, False
     configured = restore_cfg.path if isinstance(restore_cfg.path, str) else restore_cfg.path[0]
+    if restore_cfg.mode == "specific" and not checkpoints.is_checkpoint_dir_name(configured):
+        raise ConfigError(
+            f"RestoreCheckpointConfig.mode='specific' restores one checkpoint_<step> folder, but the "
+            f"path {configured!r} is not one: name the folder, or set mode='latest' for the newest "
+            "checkpoint of a model dir."
+        )
     try:
         return checkpoints.resolve_checkpoint_path(configured), bool(restore_cfg.restore_dataset)
     except FileNotFoundError as error:
         if not restore_cfg.fallback_to_scratch:
-            raise ConfigError(f"{error} Set --gin.INITIAL_CHECKPOINT_PATH (or utils.RestoreCheckpointConfig.path) to "
-                              "a checkpoint_<step> folder or a model dir that holds one.") from None
+            raise ConfigError(
+                f"{error} Set --gin.INITIAL_CHECKPOINT_PATH (or utils.RestoreCheckpointConfig.path) to "
+                "a checkpoint_<step> folder or a model dir that holds one."
+            ) from None
         logging.warning("No checkpoint at %s; starting from scratch (fallback_to_scratch).", configured)
         return None, False
 
@@ -337,8 +459,11 @@ def _restore_or_initialize(layout, manager, path: Optional[str], with_dataset: b
         return layout.initialize(jax.random.key(seed))
     tree = manager.restore(path, layout.abstract_state().to_checkpoint_tree(), train_iter if with_dataset else None)
     state = TrainState.from_checkpoint_tree(tree)
-    print(f"Restored {path} (step {int(jax.device_get(state.step))}"
-          f"{', with the data iterator' if with_dataset else ''}); continuing.", flush=True)
+    print(
+        f"Restored {path} (step {int(jax.device_get(state.step))}"
+        f"{', with the data iterator' if with_dataset else ''}); continuing.",
+        flush=True,
+    )
     return state
 
 

@@ -44,8 +44,10 @@ class MemoryEstimate:
         return self.state_bytes + self.step_bytes
 
     def describe(self) -> str:
-        return (f"train state {_gib(self.state_bytes)} + gradients and activations {_gib(self.step_bytes)} per "
-                f"device, input pipeline {_gib(self.pipeline_bytes)} on the host")
+        return (
+            f"train state {_gib(self.state_bytes)} + gradients and activations {_gib(self.step_bytes)} per "
+            f"device, input pipeline {_gib(self.pipeline_bytes)} on the host"
+        )
 
 
 def activation_values_per_example(config, lengths: Mapping[str, int]) -> int:
@@ -60,8 +62,11 @@ def activation_values_per_example(config, lengths: Mapping[str, int]) -> int:
     if config.remat_policy == "none":
         layers = config.num_encoder_layers * encoder_layer + config.num_decoder_layers * decoder_layer
     else:
-        layers = (max(encoder_layer, decoder_layer)
-                  + config.num_encoder_layers * t_enc * d + config.num_decoder_layers * t_dec * d)
+        layers = (
+            max(encoder_layer, decoder_layer)
+            + config.num_encoder_layers * t_enc * d
+            + config.num_decoder_layers * t_dec * d
+        )
     return layers + _stem_values(config, image_size) * config.max_images + 3 * t_dec * config.vocab_size
 
 
@@ -79,8 +84,15 @@ def _stem_values(config, image_size: int) -> int:
     return values
 
 
-def estimate(config, lengths: Mapping[str, int], per_device_batch: int, state_bytes_per_device: int,
-             param_bytes_per_device: int, host_batch: int, shuffle: bool = True) -> MemoryEstimate:
+def estimate(
+    config,
+    lengths: Mapping[str, int],
+    per_device_batch: int,
+    state_bytes_per_device: int,
+    param_bytes_per_device: int,
+    host_batch: int,
+    shuffle: bool = True,
+) -> MemoryEstimate:
     """The estimate for one training step; `state_bytes_per_device` from the train state's shardings."""
     itemsize = np.dtype(config.dtype if config.dtype != "bfloat16" else np.float16).itemsize
     activations = activation_values_per_example(config, lengths) * itemsize * per_device_batch
@@ -119,25 +131,37 @@ def _gib(num_bytes: float) -> str:
     return f"{num_bytes / 2**30:,.1f} GiB"
 
 
-def check(estimate_: MemoryEstimate, host_bytes: Optional[int], local_devices: int = 1,
-          device_limit_bytes: Optional[int] = None) -> None:
+def check(
+    estimate_: MemoryEstimate,
+    host_bytes: Optional[int],
+    local_devices: int = 1,
+    device_limit_bytes: Optional[int] = None,
+) -> None:
     """Refuses a run whose estimate exceeds the memory it would run in, naming both figures.
 
     On the CPU backend (`device_limit_bytes` None) every local device's share and the input pipeline
     live in host memory; on an accelerator the per-device part is checked against the device's limit."""
     from simvlm_jax.training.config_checks import ConfigError
 
-    fix = ("lower BATCH_SIZE, the image size (TASK_FEATURE_LENGTHS['image']) or the text lengths, or set "
-           "REMAT_POLICY='full' / NUM_PARTITIONS to spread the model")
+    fix = (
+        "lower BATCH_SIZE, the image size (TASK_FEATURE_LENGTHS['image']) or the text lengths, or set "
+        "REMAT_POLICY='full' / NUM_PARTITIONS to spread the model"
+    )
     if device_limit_bytes is None:
         needed = estimate_.device_bytes * local_devices + estimate_.pipeline_bytes
         if host_bytes and needed > host_bytes:
-            raise ConfigError(f"This run needs at least {_gib(needed)} of memory ({estimate_.describe()}), but the "
-                              f"machine has {_gib(host_bytes)}: {fix}.")
+            raise ConfigError(
+                f"This run needs at least {_gib(needed)} of memory ({estimate_.describe()}), but the "
+                f"machine has {_gib(host_bytes)}: {fix}."
+            )
         return
     if estimate_.device_bytes > device_limit_bytes:
-        raise ConfigError(f"This run needs at least {_gib(estimate_.device_bytes)} per device "
-                          f"({estimate_.describe()}), but a device holds {_gib(device_limit_bytes)}: {fix}.")
+        raise ConfigError(
+            f"This run needs at least {_gib(estimate_.device_bytes)} per device "
+            f"({estimate_.describe()}), but a device holds {_gib(device_limit_bytes)}: {fix}."
+        )
     if host_bytes and estimate_.pipeline_bytes > host_bytes:
-        raise ConfigError(f"The input pipeline needs at least {_gib(estimate_.pipeline_bytes)} of host memory "
-                          f"({estimate_.describe()}), but the host has {_gib(host_bytes)}: lower the image size.")
+        raise ConfigError(
+            f"The input pipeline needs at least {_gib(estimate_.pipeline_bytes)} of host memory "
+            f"({estimate_.describe()}), but the host has {_gib(host_bytes)}: lower the image size."
+        )

@@ -41,8 +41,10 @@ def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
 
 def check_policy(nan_policy: str) -> None:
     if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}: set "
-                         "--gin.train.nan_policy='skip_step' (or 'stop').")
+        raise ValueError(
+            f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}: set "
+            "--gin.train.nan_policy='skip_step' (or 'stop')."
+        )
 
 
 class NumericsMonitor:
@@ -61,13 +63,16 @@ class NumericsMonitor:
         skipped = int(round(summary.get("nonfinite_steps", 0.0)))
         if skipped:
             self.total_nonfinite += skipped
-            message = (f"{skipped} step(s) up to step {step} had a non-finite loss, gradient or update "
-                       f"(NaN/Inf); {self.total_nonfinite} so far")
+            message = (
+                f"{skipped} step(s) up to step {step} had a non-finite loss, gradient or update "
+                f"(NaN/Inf); {self.total_nonfinite} so far"
+            )
             if self.nan_policy == "stop":
                 raise NonFiniteError(
                     f"{message}. Stopping (nan_policy='stop'); nothing was saved after the fault, so the newest "
                     "checkpoint holds the last good state. Lower the learning rate or check the data, then rerun; "
-                    "or set --gin.train.nan_policy=\"'skip_step'\" to skip such steps.")
+                    "or set --gin.train.nan_policy=\"'skip_step'\" to skip such steps."
+                )
             logging.warning("%s; those updates were skipped (nan_policy='skip_step').", message)
             print(f"warning: {message}; their updates were skipped.", flush=True)
         loss = summary.get("loss")
@@ -75,11 +80,20 @@ class NumericsMonitor:
         if loss is None or not math.isfinite(loss):
             return extra
         if self._running_loss is not None and loss > self.spike_factor * self._running_loss:
-            logging.warning("Loss spike at step %d: %.4g is more than %.1fx the running mean %.4g.",
-                            step, loss, self.spike_factor, self._running_loss)
-            print(f"warning: loss spike at step {step}: {loss:.4g} > {self.spike_factor:g} x running mean "
-                  f"{self._running_loss:.4g}", flush=True)
+            logging.warning(
+                "Loss spike at step %d: %.4g is more than %.1fx the running mean %.4g.",
+                step,
+                loss,
+                self.spike_factor,
+                self._running_loss,
+            )
+            print(
+                f"warning: loss spike at step {step}: {loss:.4g} > {self.spike_factor:g} x running mean "
+                f"{self._running_loss:.4g}",
+                flush=True,
+            )
             extra["numerics/loss_spike"] = 1.0
-        self._running_loss = loss if self._running_loss is None else (
-            self.smoothing * self._running_loss + (1 - self.smoothing) * loss)
+        self._running_loss = (
+            loss if self._running_loss is None else (self.smoothing * self._running_loss + (1 - self.smoothing) * loss)
+        )
         return extra

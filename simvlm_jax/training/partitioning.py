@@ -139,7 +139,9 @@ class PjitPartitioner:
 
     def batch_sharding(self, rank: int) -> NamedSharding:
         """Inputs are split along their batch axis only."""
-        return NamedSharding(self.mesh, nn_partitioning.logical_to_mesh_axes(("batch",) + (None,) * (rank - 1), self.logical_axis_rules))
+        return NamedSharding(
+            self.mesh, nn_partitioning.logical_to_mesh_axes(("batch",) + (None,) * (rank - 1), self.logical_axis_rules)
+        )
 
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())

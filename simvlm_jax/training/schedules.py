@@ -6,7 +6,10 @@ import optax
 
 
 def warmup_linear_decay(
-    peak_value: float, total_steps: int, warmup_fraction: float = 0.02, end_value: float = 0.0,
+    peak_value: float,
+    total_steps: int,
+    warmup_fraction: float = 0.02,
+    end_value: float = 0.0,
     start_step: int = 0,
 ) -> optax.Schedule:
     """SimVLM's schedule: linear warm-up over the first `warmup_fraction` of training to `peak_value`,
@@ -18,8 +21,10 @@ def warmup_linear_decay(
     """
     length = total_steps - start_step
     if length < 1:
-        raise ValueError(f"total_steps ({total_steps}) must be larger than start_step ({start_step}): set "
-                         "TRAIN_STEPS above INITIAL_STEP (fine-tuning) or above 0.")
+        raise ValueError(
+            f"total_steps ({total_steps}) must be larger than start_step ({start_step}): set "
+            "TRAIN_STEPS above INITIAL_STEP (fine-tuning) or above 0."
+        )
     warmup_steps = max(1, int(round(warmup_fraction * length)))
     schedule = optax.join_schedules(
         [

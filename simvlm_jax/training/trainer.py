@@ -18,9 +18,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from simvlm_jax.training import checkpoints
 from simvlm_jax.model import loss_metrics as metrics_lib
-from simvlm_jax.training import numerics
+from simvlm_jax.training import checkpoints, numerics
 from simvlm_jax.training.grad_accumulation import loss_and_grads
 from simvlm_jax.training.optimizers import as_optax
 from simvlm_jax.training.partitioning import PjitPartitioner, params_logical_axes
@@ -46,8 +45,12 @@ class TrainState:
 # Pure step functions.
 # --------------------------------------------------------------------------------------------------
 def train_step(
-    model, optimizer: optax.GradientTransformation, learning_rate_fn: Optional[Callable],
-    dropout_rng: jax.Array, state: TrainState, batch: Mapping[str, jax.Array],
+    model,
+    optimizer: optax.GradientTransformation,
+    learning_rate_fn: Optional[Callable],
+    dropout_rng: jax.Array,
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
     num_microbatches: Optional[int] = None,
 ) -> tuple[TrainState, metrics_lib.Metrics]:
     """One optimizer update. The dropout RNG is folded with the step, so a resumed run repeats it.
@@ -82,8 +85,13 @@ def eval_step(model, params: PyTree, batch: Mapping[str, jax.Array]) -> metrics_
 class TrainStateLayout:
     """The abstract train state (shapes, dtypes) and its logical axes and shardings."""
 
-    def __init__(self, model, partitioner: PjitPartitioner, input_shapes: Mapping[str, tuple],
-                 input_types: Optional[Mapping[str, Any]] = None):
+    def __init__(
+        self,
+        model,
+        partitioner: PjitPartitioner,
+        input_shapes: Mapping[str, tuple],
+        input_types: Optional[Mapping[str, Any]] = None,
+    ):
         self.model = model
         self.partitioner = partitioner
         self.optimizer = as_optax(model.optimizer_def)
@@ -97,7 +105,10 @@ class TrainStateLayout:
         params_axes = flax.core.unfreeze(params_logical_axes(variables))
         opt_shape = jax.eval_shape(self.optimizer.init, params_shape)
         opt_axes = optax.tree_map_params(
-            self.optimizer, lambda _, axes: axes, opt_shape, params_axes,
+            self.optimizer,
+            lambda _, axes: axes,
+            opt_shape,
+            params_axes,
             transform_non_params=lambda _: PartitionSpec(),
             is_leaf=lambda x: isinstance(x, PartitionSpec),
         )
@@ -115,8 +126,11 @@ class TrainStateLayout:
         # `shardings` is a prefix of `shapes` (an optimizer state without arrays has one spec).
         return jax.tree.map(
             lambda sharding, shapes: jax.tree.map(
-                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes),
-            self.shardings, self.shapes, is_leaf=lambda x: isinstance(x, NamedSharding),
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes
+            ),
+            self.shardings,
+            self.shapes,
+            is_leaf=lambda x: isinstance(x, NamedSharding),
         )
 
     def initialize(self, rng: jax.Array) -> TrainState:
@@ -143,7 +157,10 @@ class TrainStateLayout:
             size = int(np.prod(shape.shape))
             total += size
             shape_str = "(" + ", ".join(f"{a}={d}" for a, d in zip(axes, shape.shape)) + ")"
-            lines.append("Variable %-80s size %-12s shape %-40s partition spec %s" % (name, size, shape_str, tuple(flat_mesh[name])))
+            lines.append(
+                "Variable %-80s size %-12s shape %-40s partition spec %s"
+                % (name, size, shape_str, tuple(flat_mesh[name]))
+            )
         lines.append("Total number of parameters: %d" % total)
         return lines
 
@@ -159,10 +176,18 @@ class Trainer:
     many slices of each batch inside the compiled step (same update, less activation memory).
     """
 
-    def __init__(self, model, train_state: TrainState, partitioner: PjitPartitioner, eval_names=(),
-                 summary_dir: Optional[str] = None, train_state_axes: Optional[TrainState] = None,
-                 rng: Optional[jax.Array] = None, learning_rate_fn: Optional[Callable] = None,
-                 num_microbatches: Optional[int] = None):
+    def __init__(
+        self,
+        model,
+        train_state: TrainState,
+        partitioner: PjitPartitioner,
+        eval_names=(),
+        summary_dir: Optional[str] = None,
+        train_state_axes: Optional[TrainState] = None,
+        rng: Optional[jax.Array] = None,
+        learning_rate_fn: Optional[Callable] = None,
+        num_microbatches: Optional[int] = None,
+    ):
         self.model = model
         self.train_state = train_state
         self.partitioner = partitioner
@@ -173,8 +198,9 @@ class Trainer:
         optimizer = as_optax(model.optimizer_def)
         dropout_rng = rng if rng is not None else jax.random.key(0)
         self._train_step = jax.jit(
-            functools.partial(train_step, model, optimizer, learning_rate_fn, dropout_rng,
-                              num_microbatches=num_microbatches),
+            functools.partial(
+                train_step, model, optimizer, learning_rate_fn, dropout_rng, num_microbatches=num_microbatches
+            ),
             out_shardings=(state_shardings, partitioner.replicated()),
             donate_argnums=(0,),
         )
@@ -185,7 +211,8 @@ class Trainer:
         """This host's numpy batch -> global arrays split along the batch axis of the mesh (arrays
         already on the devices, e.g. from `prefetch_to_device`, are kept as they are)."""
         return {
-            name: value if isinstance(value, jax.Array)
+            name: value
+            if isinstance(value, jax.Array)
             else jax.make_array_from_process_local_data(self.partitioner.batch_sharding(np.ndim(value)), value)
             for name, value in batch.items()
         }

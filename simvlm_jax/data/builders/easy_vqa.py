@@ -61,14 +61,16 @@ class EasyVqa(tfds.core.GeneratorBasedBuilder):
                 "rectangle, triangle) in one of 8 colours, with template questions about colour, shape "
                 "and presence, and one-word answers (13 in all)."
             ),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(64, 64, 3), encoding_format="png"),
-                "image_id": np.int32,
-                "question_id": np.int32,  # index of the question in the split's questions.json
-                "question": tfds.features.Text(),
-                "answer": tfds.features.Text(),
-                "answers": tfds.features.Sequence(tfds.features.Text()),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(64, 64, 3), encoding_format="png"),
+                    "image_id": np.int32,
+                    "question_id": np.int32,  # index of the question in the split's questions.json
+                    "question": tfds.features.Text(),
+                    "answer": tfds.features.Text(),
+                    "answers": tfds.features.Sequence(tfds.features.Text()),
+                }
+            ),
             supervised_keys=None,
             homepage="https://github.com/vzhou842/easy-VQA",
         )
@@ -80,11 +82,14 @@ class EasyVqa(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str):
         image_dir = package_data_dir() / split / "images"
         for question_id, (question, answer, image_id) in enumerate(read_split(split)):
-            yield question_id, {
-                "image": image_dir / f"{image_id}.png",
-                "image_id": image_id,
-                "question_id": question_id,
-                "question": question,
-                "answer": answer,
-                "answers": [answer],
-            }
+            yield (
+                question_id,
+                {
+                    "image": image_dir / f"{image_id}.png",
+                    "image_id": image_id,
+                    "question_id": question_id,
+                    "question": question,
+                    "answer": answer,
+                    "answers": [answer],
+                },
+            )

@@ -40,14 +40,16 @@ class EmbeddedScenes(tfds.core.GeneratorBasedBuilder):
                 f"'heldout' split holds the (colour, shape) pairs {list(scenes.HELDOUT_PAIRS)}, "
                 "which never appear in 'train' or 'validation'."
             ),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
-                "caption": tfds.features.Text(),
-                "id": tfds.features.Text(),  # "<split>-<index>", e.g. "train-00042".
-                "num_objects": np.int32,  # 1 or 2.
-                "relation": tfds.features.Text(),  # Of the 1st-mentioned object; "" if one.
-                "has_heldout_pair": np.bool_,  # True exactly in the heldout split.
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
+                    "caption": tfds.features.Text(),
+                    "id": tfds.features.Text(),  # "<split>-<index>", e.g. "train-00042".
+                    "num_objects": np.int32,  # 1 or 2.
+                    "relation": tfds.features.Text(),  # Of the 1st-mentioned object; "" if one.
+                    "has_heldout_pair": np.bool_,  # True exactly in the heldout split.
+                }
+            ),
             supervised_keys=("image", "caption"),
         )
 
@@ -58,13 +60,16 @@ class EmbeddedScenes(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str):
         for index in range(scenes.split_size(split)):
             image, caption, metadata = scenes.generate_example(split, index)
-            yield index, {
-                # A PIL image: tfds.features.Image then encodes the PNG with PIL, which is faster
-                # than its TensorFlow path for these small images.
-                "image": PIL.Image.fromarray(image),
-                "caption": caption,
-                "id": metadata["id"],
-                "num_objects": metadata["num_objects"],
-                "relation": metadata["relation"],
-                "has_heldout_pair": metadata["has_heldout_pair"],
-            }
+            yield (
+                index,
+                {
+                    # A PIL image: tfds.features.Image then encodes the PNG with PIL, which is faster
+                    # than its TensorFlow path for these small images.
+                    "image": PIL.Image.fromarray(image),
+                    "caption": caption,
+                    "id": metadata["id"],
+                    "num_objects": metadata["num_objects"],
+                    "relation": metadata["relation"],
+                    "has_heldout_pair": metadata["has_heldout_pair"],
+                },
+            )

@@ -34,11 +34,13 @@ class PydocText(tfds.core.GeneratorBasedBuilder):
                 f"{text_corpus.TARGET_WORDS} words; a topic is in 'validation' when a stable hash "
                 f"of its name falls in the first {text_corpus.VALIDATION_PERCENT}% of buckets."
             ),
-            features=tfds.features.FeaturesDict({
-                "text": tfds.features.Text(),
-                "id": tfds.features.Text(),  # "<topic>/<part>"
-                "topic": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "text": tfds.features.Text(),
+                    "id": tfds.features.Text(),  # "<topic>/<part>"
+                    "topic": tfds.features.Text(),
+                }
+            ),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
