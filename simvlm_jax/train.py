@@ -25,9 +25,12 @@ def configure_and_train(gin_files, gin_bindings, gin_search_paths=(), finalize_c
 
     from simvlm_jax.cli import gin_flags
 
-    train_using_gin = gin.configurable(train)  # before parsing: the gin files' train_script.train is this
     gin_flags.parse_gin_flags(gin_search_paths, gin_files, gin_bindings, finalize_config=finalize_config)
-    return train_using_gin()
+    try:  # the gin files registered `train` (as train_script.train): its configured version
+        configured = gin.get_configurable(train)
+    except (KeyError, ValueError):  # no gin file binds train
+        configured = train
+    return configured()
 
 
 def main(argv) -> None:

@@ -59,8 +59,10 @@ def _config_error(tmp_path, *bindings: str) -> str:
         ),
         (["network.SimVLMConfig.num_heads = -1"], ["SimVLMConfig.num_heads must be a positive integer, got -1"]),
         (["TRAIN_STEP = 3"], ["Gin macro TRAIN_STEP is set", "Did you mean TRAIN_STEPS"]),
-        (["train_script.train.total_step = 3"],
-     ["train() has no argument 'total_step'", "did you mean train.total_steps"]),
+        (
+            ["train.total_step = 3"],
+            ["train() has no argument 'total_step'", "did you mean train.total_steps"],
+        ),
         (["utils.SaveCheckpointConfig.perod = 3"], ["Did you mean utils.SaveCheckpointConfig.period?"]),
         (
             ["network.SimVLMConfig.emb_dimm = 3"],
@@ -77,7 +79,7 @@ def _config_error(tmp_path, *bindings: str) -> str:
         (["BATCH_SIZE = 0"], ["BATCH_SIZE must be a positive integer, got 0"]),
         (["CHECKPOINTS_TO_KEEP = -1"], ["CHECKPOINTS_TO_KEEP must be a positive integer", "None keeps every"]),
         (["TRAIN_STEPS = 0"], ["total_steps (0) must be larger than start_step (0): set TRAIN_STEPS above"]),
-        (["train_script.train.bad_record_policy = 'skipp'"], ["bad_record_policy must be one of"]),
+        (["train.bad_record_policy = 'skipp'"], ["bad_record_policy must be one of"]),
         # T5X settings this trainer does not implement are refused, never ignored.
         (
             ["utils.SaveCheckpointConfig.dtype = 'bfloat16'"],
