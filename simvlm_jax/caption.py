@@ -314,6 +314,9 @@ def _warn_if_vocabulary_missing(vocabulary) -> None:
 
 
 def _run(args: argparse.Namespace, emit) -> int:
+    from simvlm_jax.cli import startup
+
+    startup.drop_known_library_noise()
     try:
         import tensorflow as tf
 

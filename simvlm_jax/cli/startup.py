@@ -104,9 +104,17 @@ class _DropKnownNoise:
         return not any(message.startswith(text) for text in KNOWN_NOISE)
 
 
+# Python warnings of the same kind: Orbax, restoring parameters as plain arrays for inference (on purpose).
+KNOWN_WARNINGS = ("Sharding info not provided when restoring",)
+
+
 def drop_known_library_noise() -> None:
-    """Installs the filter on absl's and TensorFlow's Python loggers (call after absl parsed the flags)."""
+    """Installs the filter on absl's and TensorFlow's Python loggers and ignores KNOWN_WARNINGS (call
+    after absl parsed the flags)."""
     import logging
+    import warnings
 
     for name in ("absl", "tensorflow"):
         logging.getLogger(name).addFilter(_DropKnownNoise())
+    for text in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=text)
