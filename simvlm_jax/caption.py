@@ -191,7 +191,7 @@ class Captioner:
 
         checkpoint_path = checkpoints.resolve_checkpoint_path(checkpoint)
         model_dir = checkpoints.model_dir_of(checkpoint_path)
-        self.model, lengths = restore.load_model_from_config(model_dir)
+        self.model, lengths = restore.load_model(model_dir)
         print(f"Restoring {checkpoint_path}", file=sys.stderr)
         self.params = checkpoints.load_params(checkpoint_path)
         config = self.model.module.config

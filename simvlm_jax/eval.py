@@ -23,12 +23,7 @@ if __name__ == "__main__":
 import seqio  # noqa: E402
 
 from simvlm_jax.cli import model_dir as restore  # noqa: E402
-from simvlm_jax.data import loader  # noqa: E402
 from simvlm_jax.model.inference import ModelRunner  # noqa: E402
-from simvlm_jax.training import (
-    checkpoints,  # noqa: E402
-    config_checks,  # noqa: E402
-)
 from simvlm_jax.training.evaluators import EVALUATION_LOGGERS, decoding_progress  # noqa: E402
 
 
@@ -48,14 +43,9 @@ def evaluate(
 
     `task_feature_lengths` defaults to the training run's TASK_FEATURE_LENGTHS.
     """
-    loader.import_task_module(module)
+    restored = restore.restore_for_inference(checkpoint_path, mixture_or_task_name, task_feature_lengths, module)
+    model, params, lengths, step = restored.model, restored.params, restored.lengths, restored.step
     os.makedirs(output_dir, exist_ok=True)
-    model, trained_lengths = restore.load_model_from_config(checkpoints.model_dir_of(checkpoint_path))
-    checkpoint_dir = checkpoints.resolve_checkpoint_path(checkpoint_path)
-    step = int(os.path.basename(os.path.normpath(checkpoint_dir)).split("_")[-1])
-    params = checkpoints.load_params(checkpoint_dir)
-    lengths = dict(task_feature_lengths or trained_lengths)
-    config_checks.check_inference_config(model, lengths, mixture_or_task_name)
     evaluator = seqio.Evaluator(
         mixture_or_task_name=mixture_or_task_name,
         feature_converter=model.FEATURE_CONVERTER_CLS(pack=False),

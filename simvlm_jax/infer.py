@@ -26,10 +26,6 @@ import seqio  # noqa: E402
 from simvlm_jax.cli import model_dir as restore  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
 from simvlm_jax.model.inference import ModelRunner, decode_tokens  # noqa: E402
-from simvlm_jax.training import (
-    checkpoints,  # noqa: E402
-    config_checks,  # noqa: E402
-)
 from simvlm_jax.training.logs import CountProgress  # noqa: E402
 
 
@@ -46,12 +42,9 @@ def infer(
     num_examples: Optional[int] = None,
 ) -> list[str]:
     """Predicts every example of `split` (or the first `num_examples`) of each task; returns the files."""
-    loader.import_task_module(module)
+    restored = restore.restore_for_inference(checkpoint_path, mixture_or_task_name, task_feature_lengths, module)
+    model, params, lengths = restored.model, restored.params, restored.lengths
     os.makedirs(output_dir, exist_ok=True)
-    model, trained_lengths = restore.load_model_from_config(checkpoints.model_dir_of(checkpoint_path))
-    params = checkpoints.load_params(checkpoint_path)
-    lengths = dict(task_feature_lengths or trained_lengths)
-    config_checks.check_inference_config(model, lengths, mixture_or_task_name)
     runner = ModelRunner(model, params, batch_size, decoder_params)
     vocabulary = model.output_vocabulary
     written = []

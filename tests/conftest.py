@@ -47,11 +47,13 @@ def gin_entry_points():
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, embedded_data_dir):
-    """A model dir as `simvlm_jax.train` leaves it: config.gin and checkpoint_1/ (random parameters)."""
+    """A model dir as `simvlm_jax.train` leaves it: config.gin, model_config.json and checkpoint_1/ (random
+    parameters)."""
     import gin
     import jax
     import jax.numpy as jnp
 
+    from simvlm_jax.model import model_config
     from simvlm_jax.training import checkpoints
 
     run_dir = str(tmp_path_factory.mktemp("caption") / "run")
@@ -64,6 +66,7 @@ def model_dir(tmp_path_factory, embedded_data_dir):
         os.makedirs(run_dir)
         with open(os.path.join(run_dir, "config.gin"), "w") as f:
             f.write(gin.config_str())
+    model_config.write(run_dir, model, lengths)
     s, b = lengths["image"], 1
     shapes = {
         "encoder_image": (b, s, s, 3),

@@ -76,7 +76,9 @@ def make_model(**config_overrides):
     from simvlm_jax.model import simvlm_model as models
     from simvlm_jax.network import SimVLMNetwork, tiny_config
 
-    config = tiny_config(vocab_size=50, image_size=S, **config_overrides)
+    # The tiny preset with a narrow stem (width 8): the behaviour under test does not depend on its width,
+    # and it compiles and runs faster.
+    config = tiny_config(**{"vocab_size": 50, "image_size": S, "stem_width": 8, **config_overrides})
     vocab = seqio.PassThroughVocabulary(size=50, eos_id=1)
     return models.SimVLMModel(SimVLMNetwork(config), vocab, vocab, optax.adamw(1e-3))
 
@@ -95,3 +97,22 @@ def make_batch(seed=0):
         "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0))),
         "decoder_loss_weights": weights,
     }
+
+
+def train_in_process(*args: str):
+    """`python -m simvlm_jax.train args...` run in this process (what the command runs after reading its
+    flags: `configure_and_train`), for tests of the loop's behaviour that need no process of their own.
+    Returns train()'s (step, train state). Resets the process-wide bad-record policy afterwards."""
+    from simvlm_jax import train as train_entry
+    from simvlm_jax.cli import gin_flags
+    from simvlm_jax.data import bad_records
+
+    rewritten = gin_flags.rewrite_gin_args(["train", *args])[1:]
+    files = [a.split("=", 1)[1] for a in rewritten if a.startswith("--gin_file=")]
+    bindings = [a.split("=", 1)[1] for a in rewritten if a.startswith("--gin_bindings=")]
+    assert len(files) + len(bindings) == len(rewritten), rewritten
+    with entry_point_gin():
+        try:
+            return train_entry.configure_and_train(files, bindings, finalize_config=False)
+        finally:
+            bad_records.configure("skip")

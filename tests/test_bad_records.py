@@ -11,7 +11,7 @@ from PIL import Image
 
 from simvlm_jax.data import bad_records
 from tests import bad_data
-from tests.helpers import REPO_ROOT, run_module
+from tests.helpers import REPO_ROOT, run_module, train_in_process
 
 
 def test_every_image_mode_becomes_rgb_uint8_with_its_values_kept():
@@ -60,7 +60,8 @@ def test_policy_fail_stops_at_the_first_bad_record_naming_it(tmp_path):
         bad_records.configure("skip")
 
 
-def _train_command(tmp_path, *extra):
+def _train_args(tmp_path, *extra):
+    """(gin flags of a 4-step run on the generated bad-pairs task, expected skip counts, model dir, env)."""
     path = str(tmp_path / "pairs.tfrecord")
     expected = bad_data.write_dataset(path)
     (tmp_path / "bad_pairs_tasks.py").write_text(bad_data.TASK_MODULE_SOURCE)
@@ -80,14 +81,18 @@ def _train_command(tmp_path, *extra):
         "--gin.train.stats_period=2",
         *extra,
     ]
-    return run_module("simvlm_jax.train", *args, env=env, timeout=1200), expected, model_dir
+    return args, expected, model_dir, env
 
 
-def test_train_command_skips_and_counts_bad_records(embedded_data_dir, tmp_path):
-    done, expected, model_dir = _train_command(tmp_path)
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "step 4/4" in done.stdout
-    last = [line for line in done.stdout.splitlines() if line.startswith("skipped records:")][-1]
+def test_training_skips_and_counts_bad_records(embedded_data_dir, tmp_path, monkeypatch, capsys):
+    """The loop's behaviour, run in this process (the command's exit on policy 'fail' is tested below)."""
+    args, expected, model_dir, env = _train_args(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the user's task module, as PYTHONPATH gives it to the command
+    monkeypatch.setenv("BAD_PAIRS_PATH", env["BAD_PAIRS_PATH"])
+    step, _ = train_in_process(*args)
+    out = capsys.readouterr().out
+    assert step == 4 and "step 4/4" in out
+    last = [line for line in out.splitlines() if line.startswith("skipped records:")][-1]
     counts = {reason: int(n) for reason, n in (part.split() for part in last[len("skipped records: ") :].split(", "))}
     assert set(counts) == set(expected)
     for reason, n in expected.items():  # 4 steps x 8 > 25 good records: at least one full pass was read
@@ -100,7 +105,8 @@ def test_train_command_skips_and_counts_bad_records(embedded_data_dir, tmp_path)
 
 
 def test_train_command_with_policy_fail_names_the_record(embedded_data_dir, tmp_path):
-    done, _, _ = _train_command(tmp_path, "--gin.train.bad_record_policy=fail")
+    args, _, _, env = _train_args(tmp_path, "--gin.train.bad_record_policy=fail")
+    done = run_module("simvlm_jax.train", *args, env=env, timeout=1200)
     assert done.returncode != 0
     assert "BadRecordError" in done.stderr and "'a truncated jpeg'" in done.stderr, done.stderr[-3000:]
     assert "corrupt_image" in done.stderr and "bad_record_policy" in done.stderr

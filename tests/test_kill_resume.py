@@ -17,7 +17,7 @@ import time
 from simvlm_jax.training import checkpoints
 from tests.helpers import inspect_checkpoint, run_module
 
-STEPS = 8
+STEPS = 6
 RUN = [
     "--gin_file=gin/tiny_cpu.gin",
     "--gin.BATCH_SIZE=8",
@@ -70,10 +70,10 @@ def test_sigkill_mid_save_and_mid_run_then_rerun_ends_bitwise_equal(embedded_dat
     listed = inspect_checkpoint(killed_dir)  # the previous checkpoint restores
     assert listed.returncode == 0 and "step: 2" in listed.stdout, listed.stderr[-2000:]
 
-    # Kill 2: an arbitrary moment after checkpoint_5 is complete (mid-step, mid-save or mid-eval).
+    # Kill 2: an arbitrary moment after checkpoint_4 is complete (mid-step, mid-save or mid-eval).
     run = _start(killed_dir)
-    _kill_when(run, lambda: "checkpoint_5" in _names(killed_dir), delay=random.uniform(0.0, 0.5))
-    assert checkpoints.latest_step(killed_dir) >= 5
+    _kill_when(run, lambda: "checkpoint_4" in _names(killed_dir), delay=random.uniform(0.0, 0.5))
+    assert checkpoints.latest_step(killed_dir) >= 4
 
     final = run_module("simvlm_jax.train", *RUN, f"--gin.MODEL_DIR={killed_dir}")
     assert final.returncode == 0, final.stderr[-4000:]

@@ -1,17 +1,58 @@
-"""Rebuild a trained SimVLM model from its model directory's config.gin (eval, infer, caption).
+"""Rebuild a trained SimVLM model from its model directory (eval, infer, caption).
 
-    model, lengths = load_model_from_config(model_dir)   # from <model_dir>/config.gin
+    model, lengths = load_model(model_dir)               # model_config.json, else config.gin
     params = checkpoints.load_params(checkpoint_dir)     # checkpoint_<step> (or a model dir: newest)
 
-`python -m simvlm_jax.train` writes the operative gin config as `<model_dir>/config.gin`; re-parsing it
-gives back the exact model (network size, vocabulary) the checkpoint was trained with.
+`python -m simvlm_jax.train` writes the model's configuration in plain JSON
+(`<model_dir>/model_config.json`, see `simvlm_jax.model.model_config`): the model is rebuilt from it
+without gin. A model dir without it (written before it existed, or by T5X) is read from its
+`config.gin`, which replaces gin's global configuration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
+
+
+@dataclasses.dataclass
+class Restored:
+    """A trained model ready for inference: eval's and infer's common set-up."""
+
+    model: Any
+    params: Any
+    lengths: dict[str, int]  # the task feature lengths to use
+    step: int  # the checkpoint's step
+
+
+def restore_for_inference(
+    checkpoint_path: str, mixture_or_task_name, task_feature_lengths: Optional[Mapping[str, int]], module: Optional[str]
+) -> Restored:
+    """Imports the task module, rebuilds the model of `checkpoint_path`'s model dir, checks it against the
+    tasks (feature lengths default to the training run's), then loads the parameters. Raises ConfigError
+    (or FileNotFoundError) before any parameter is read when something does not fit."""
+    from simvlm_jax.data import loader
+    from simvlm_jax.training import checkpoints, config_checks
+
+    loader.import_task_module(module)
+    checkpoint_dir = checkpoints.resolve_checkpoint_path(checkpoint_path)
+    model, trained_lengths = load_model(checkpoints.model_dir_of(checkpoint_dir))
+    lengths = dict(task_feature_lengths or trained_lengths)
+    config_checks.check_inference_config(model, lengths, mixture_or_task_name)
+    step = int(os.path.basename(os.path.normpath(checkpoint_dir)).split("_")[-1])
+    return Restored(model, checkpoints.load_params(checkpoint_dir), lengths, step)
+
+
+def load_model(model_dir: str) -> tuple[Any, Mapping[str, int]]:
+    """(SimVLMModel, TASK_FEATURE_LENGTHS) of the model trained in `model_dir`."""
+    from simvlm_jax.model import model_config
+
+    recorded = model_config.read(model_dir)
+    if recorded is not None:
+        return recorded
+    return load_model_from_config(model_dir)
 
 
 def load_model_from_config(model_dir: str) -> tuple[Any, Mapping[str, int]]:

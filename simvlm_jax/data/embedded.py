@@ -127,6 +127,11 @@ class EmbeddedVocabulary(seqio.SentencePieceVocabulary):
         self._prepare_vocab_size = vocab_size
         super().__init__(vocabulary_path(self._data_dir), extra_ids=extra_ids)
 
+    @property
+    def pieces(self) -> int:
+        """The number of SentencePiece pieces it is (or will be) trained with."""
+        return self._prepare_vocab_size
+
     def _model_context(self):
         if self._model is None and not os.path.exists(self.sentencepiece_model_file):
             prepare_vocabulary(self._data_dir, self._prepare_vocab_size)

@@ -15,6 +15,8 @@ the batch axis first for the beam-search helpers.
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -46,12 +48,18 @@ def _attention(cfg: SimVLMConfig, name: str) -> MultiHeadAttention:
     )
 
 
-def _layer_stack(cfg: SimVLMConfig, layer_cls: type, num_layers: int, num_args: int, static_argnums: tuple):
-    """The layer class to instantiate: `layer_cls` wrapped in nn.remat and/or scanned over layers.
+def _call_arguments(layer_cls: type) -> tuple[int, tuple[int, ...]]:
+    """(arguments of `layer_cls.__call__` after x, positions of its Python-bool flags counted with self = 0
+    and x = 1, as nn.remat's static_argnums expects), read from the signature."""
+    parameters = list(inspect.signature(layer_cls.__call__).parameters.values())
+    flags = tuple(i for i, p in enumerate(parameters) if p.annotation in (bool, "bool"))
+    return len(parameters) - 2, flags
 
-    num_args: arguments after x (all broadcast to every layer when scanned); static_argnums: the
-    Python-bool arguments, counted with self = 0 and x = 1 as nn.remat expects.
-    """
+
+def _layer_stack(cfg: SimVLMConfig, layer_cls: type, num_layers: int):
+    """The layer class to instantiate: `layer_cls` wrapped in nn.remat (its bool flags static) and/or
+    scanned over layers (every argument after x broadcast to each layer)."""
+    num_args, static_argnums = _call_arguments(layer_cls)
     if cfg.remat_policy != "none":
         layer_cls = nn.remat(
             layer_cls,
@@ -159,7 +167,7 @@ class Encoder(nn.Module):
         cfg = self.config
         x = dropout(x, cfg.dropout_rate, enable_dropout)
         x = with_sharding_constraint(jnp.asarray(x, jnp.dtype(cfg.dtype)), _ACTIVATION_AXES)
-        layer = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers, 2, static_argnums=(3,))
+        layer = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers)
         if cfg.scan_layers:
             x, _ = layer(cfg, name="layers")(x, mask, enable_dropout)
         else:
@@ -227,7 +235,7 @@ class Decoder(nn.Module):
             )
         enc_dec_mask = cross_mask(decoder_valid, encoder_mask)  # [batch, 1, dec_len, enc_len]
 
-        layer = _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers, 6, static_argnums=(5, 6))
+        layer = _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers)
         args = (encoded, self_mask, enc_dec_mask, enable_dropout, decode, decode_index)
         if cfg.scan_layers:
             x, _ = layer(cfg, name="layers")(x, *args)

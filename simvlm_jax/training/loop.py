@@ -20,6 +20,7 @@ from absl import logging
 from simvlm_jax.data import bad_records, loader
 from simvlm_jax.data.feature_converter import model_input_specs
 from simvlm_jax.model import loss_metrics as metrics_lib
+from simvlm_jax.model import model_config
 from simvlm_jax.training import checkpoints, config_checks, curves, memory_estimate
 from simvlm_jax.training.config_checks import ConfigError
 from simvlm_jax.training.evaluators import InferenceEvaluator, TrainingEvaluator
@@ -86,6 +87,8 @@ def train(
     )
     # Nothing was written before this point.
     os.makedirs(model_dir, exist_ok=True)
+    if jax.process_index() == 0:
+        model_config.write(model_dir, model, train_dataset_cfg.task_feature_lengths)
     bad_records.configure(bad_record_policy)
     checkpoints.remove_incomplete(model_dir)
     stats_period = stats_period or eval_period
