@@ -30,13 +30,18 @@ TEST_SPLIT_SIZES = {"NUM_TRAIN": 1024, "NUM_VALIDATION": 48, "NUM_HELDOUT": 48}
 
 @pytest.fixture(scope="session")
 def embedded_data_dir() -> str:
-    """The session's embedded data (small scene splits), prepared once."""
+    """The session's embedded data (small scene splits), prepared once: pytest-xdist's workers share the
+    folder (they inherit SIMVLM_DATA_DIR), and a file lock lets the first one prepare it."""
+    import portalocker
+
     from simvlm_jax.data import embedded, scenes
 
     for name, value in TEST_SPLIT_SIZES.items():
         setattr(scenes, name, value)
-    embedded.prepare()
-    return os.environ["SIMVLM_DATA_DIR"]
+    data_dir = os.environ["SIMVLM_DATA_DIR"]
+    with portalocker.Lock(os.path.join(data_dir, ".prepare.lock"), timeout=1800):
+        embedded.prepare()
+    return data_dir
 
 
 @pytest.fixture
