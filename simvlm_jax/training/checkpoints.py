@@ -74,7 +74,7 @@ def is_checkpoint_dir_name(path: str) -> bool:
 
 def resolve_checkpoint_path(path: str) -> str:
     """A `checkpoint_<step>` directory as given, or the latest one inside a model directory."""
-    if _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path))):
+    if is_checkpoint_dir_name(path):
         if not os.path.isdir(path):
             raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
         return path
@@ -169,7 +169,7 @@ class CheckpointManager:
 def model_dir_of(checkpoint: str) -> str:
     """The model directory for `checkpoint`: its parent if it is a checkpoint_<step> dir, else itself."""
     path = os.path.normpath(os.path.abspath(checkpoint))
-    if _CHECKPOINT_RE.match(os.path.basename(path)):
+    if is_checkpoint_dir_name(path):
         return os.path.dirname(path)
     return path
 
