@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 
 from tests.helpers import GIN_DIR, entry_point_gin  # noqa: E402
 
-TEST_SPLIT_SIZES = {"NUM_TRAIN": 1024, "NUM_VALIDATION": 48, "NUM_HELDOUT": 48}
+TEST_SPLIT_SIZES = {"train": 1024, "validation": 48, "heldout": 48}
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +34,11 @@ def embedded_data_dir() -> str:
     folder (they inherit SIMVLM_DATA_DIR), and a file lock lets the first one prepare it."""
     import portalocker
 
-    from simvlm_jax.data import embedded, scenes
+    from simvlm_jax.data import embedded
 
-    for name, value in TEST_SPLIT_SIZES.items():
-        setattr(scenes, name, value)
     data_dir = os.environ["SIMVLM_DATA_DIR"]
     with portalocker.Lock(os.path.join(data_dir, ".prepare.lock"), timeout=1800):
-        embedded.prepare()
+        embedded.prepare(split_sizes=TEST_SPLIT_SIZES)
     return data_dir
 
 

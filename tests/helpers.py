@@ -102,17 +102,13 @@ def make_batch(seed=0):
 def train_in_process(*args: str):
     """`python -m simvlm_jax.train args...` run in this process (what the command runs after reading its
     flags: `configure_and_train`), for tests of the loop's behaviour that need no process of their own.
-    Returns train()'s (step, train state). Resets the process-wide bad-record policy afterwards."""
+    Returns train()'s (step, train state)."""
     from simvlm_jax import train as train_entry
     from simvlm_jax.cli import gin_flags
-    from simvlm_jax.data import bad_records
 
     rewritten = gin_flags.rewrite_gin_args(["train", *args])[1:]
     files = [a.split("=", 1)[1] for a in rewritten if a.startswith("--gin_file=")]
     bindings = [a.split("=", 1)[1] for a in rewritten if a.startswith("--gin_bindings=")]
     assert len(files) + len(bindings) == len(rewritten), rewritten
     with entry_point_gin():
-        try:
-            return train_entry.configure_and_train(files, bindings, finalize_config=False)
-        finally:
-            bad_records.configure("skip")
+        return train_entry.configure_and_train(files, bindings, finalize_config=False)

@@ -82,3 +82,31 @@ def test_the_checker_sees_a_forbidden_import(tmp_path):
     bad = tmp_path / "x.py"
     bad.write_text("from simvlm_jax.training import trainer\nimport gin\n")
     assert "simvlm_jax.training" in _imports(str(bad)) and "gin" in _imports(str(bad))
+
+
+def _private_gin_uses(path: str) -> list[str]:
+    """Attribute chains that start at gin and touch a private name (`gin.config._CONFIG`)."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain, inner = [node.attr], node.value
+        while isinstance(inner, ast.Attribute):
+            chain.append(inner.attr)
+            inner = inner.value
+        if isinstance(inner, ast.Name) and inner.id == "gin" and any(a.startswith("_") for a in chain):
+            found.append(".".join(["gin"] + chain[::-1]))
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: os.path.relpath(p, PACKAGE))
+def test_gin_is_used_through_its_public_api(path):
+    assert not _private_gin_uses(path), f"{os.path.relpath(path, REPO_ROOT)}: {_private_gin_uses(path)}"
+
+
+def test_the_checker_sees_a_private_gin_name(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("import gin\nx = gin.config._CONFIG.items()\n")
+    assert "gin.config._CONFIG" in _private_gin_uses(str(bad))

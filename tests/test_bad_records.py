@@ -34,7 +34,6 @@ def test_one_pass_over_the_generated_dataset_counts_each_reason_exactly(tmp_path
     path = str(tmp_path / "pairs.tfrecord")
     expected = bad_data.write_dataset(path)
     task = pretraining.register_web_pairs_task("bad_web_pairs_in_process", {"train": path})
-    bad_records.configure("skip")
     bad_records.reset_counts()
     ds = task.get_dataset({"inputs": 8, "targets": 8, "image": 16}, split="train", shuffle=False, num_epochs=1)
     examples = list(ds.as_numpy_iterator())
@@ -51,13 +50,12 @@ def test_policy_fail_stops_at_the_first_bad_record_naming_it(tmp_path):
     from simvlm_jax.tasks import pretraining
 
     task = pretraining.register_web_pairs_task("bad_web_pairs_fail", {"train": path})
-    bad_records.configure("fail")
-    try:
+    with bad_records.applied(bad_records.RecordPolicy("fail")):
         ds = task.get_dataset({"inputs": 8, "targets": 8, "image": 16}, split="train", shuffle=False, num_epochs=1)
-        with pytest.raises(tf.errors.OpError, match="a truncated jpeg.*corrupt_image"):
-            list(ds.as_numpy_iterator())
-    finally:
-        bad_records.configure("skip")
+    # The policy was bound when the pipeline was built: it holds although the records are read outside.
+    assert bad_records.active().on_bad == "skip"
+    with pytest.raises(tf.errors.OpError, match="a truncated jpeg.*corrupt_image"):
+        list(ds.as_numpy_iterator())
 
 
 def _train_args(tmp_path, *extra):

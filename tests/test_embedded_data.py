@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from simvlm_jax.data import embedded, scenes, text_corpus, vocabulary
 
-SMALL_SIZES = {"NUM_TRAIN": 120, "NUM_VALIDATION": 16, "NUM_HELDOUT": 16}
+SMALL_SIZES = {"train": 120, "validation": 16, "heldout": 16}
 VOCAB_SIZE = 2000
 
 # "colour shape" as it appears in captions, e.g. "red triangle".
@@ -37,19 +37,11 @@ def _as_object(obj: dict) -> scenes.SceneObject:
 
 
 @pytest.fixture(scope="module")
-def small_sizes():
-    """Patches the scene split sizes down for every test of this module that asks for it."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in SMALL_SIZES.items():
-            patch.setattr(scenes, name, value)
-        yield dict(SMALL_SIZES)
-
-
-@pytest.fixture(scope="module")
-def prepared(small_sizes, tmp_path_factory):
-    """Everything prepared once into a temporary data directory: the `embedded.prepare` paths."""
+def prepared(tmp_path_factory):
+    """Everything prepared once, with small scene splits, into a temporary data directory: the
+    `embedded.prepare` paths."""
     data_dir = str(tmp_path_factory.mktemp("simvlm_data"))
-    return embedded.prepare(data_dir, vocab_size=VOCAB_SIZE)
+    return embedded.prepare(data_dir, vocab_size=VOCAB_SIZE, split_sizes=SMALL_SIZES)
 
 
 # ---------------------------------------------------------------------------
@@ -100,7 +92,7 @@ def test_heldout_pairs_never_in_train_or_validation():
     assert {s for _, s in heldout} <= {s for _, s in train_pairs}
     assert len(train_pairs) == len(scenes.COLOUR_NAMES) * len(scenes.SHAPES) - len(heldout)
     # The same from metadata, on the whole validation split and the start of train.
-    for split, count in (("validation", scenes.NUM_VALIDATION), ("train", 500)):
+    for split, count in (("validation", scenes.SPLIT_SIZES["validation"]), ("train", 500)):
         for _, caption, meta in scenes.generate_split(split, count):
             assert not meta["has_heldout_pair"]
             assert not {(o["colour"], o["shape"]) for o in meta["objects"]} & heldout, caption
@@ -196,12 +188,8 @@ def test_pydoc_documents_are_english_prose():
 # ---------------------------------------------------------------------------
 
 
-def test_embedded_scenes_builder(prepared, small_sizes):
-    expected = {
-        "train": small_sizes["NUM_TRAIN"],
-        "validation": small_sizes["NUM_VALIDATION"],
-        "heldout": small_sizes["NUM_HELDOUT"],
-    }
+def test_embedded_scenes_builder(prepared):
+    expected = SMALL_SIZES
     assert embedded.split_counts(os.path.dirname(prepared["tfds_data_dir"]))["embedded_scenes"] == (expected)
     for split, count in expected.items():
         ds = tfds.load("embedded_scenes", split=split, data_dir=prepared["tfds_data_dir"], download=False)
@@ -231,14 +219,14 @@ def test_pydoc_text_builder(prepared):
 # ---------------------------------------------------------------------------
 
 
-def test_vocabulary_is_deterministic(prepared, small_sizes, tmp_path):
-    again = embedded.prepare_vocabulary(str(tmp_path), vocab_size=VOCAB_SIZE)
+def test_vocabulary_is_deterministic(prepared, tmp_path):
+    again = embedded.prepare_vocabulary(str(tmp_path), vocab_size=VOCAB_SIZE, split_sizes=SMALL_SIZES)
     assert again != prepared["vocabulary"]
     with open(again, "rb") as f, open(prepared["vocabulary"], "rb") as g:
         assert f.read() == g.read()
     # Idempotent: a second call keeps the file.
     mtime = os.path.getmtime(again)
-    assert embedded.prepare_vocabulary(str(tmp_path), vocab_size=VOCAB_SIZE) == again
+    assert embedded.prepare_vocabulary(str(tmp_path), vocab_size=VOCAB_SIZE, split_sizes=SMALL_SIZES) == again
     assert os.path.getmtime(again) == mtime
     with pytest.raises(ValueError, match="pieces"):
         embedded.prepare_vocabulary(str(tmp_path), vocab_size=VOCAB_SIZE + 1)
@@ -261,13 +249,15 @@ def test_vocabulary_round_trips_captions(prepared):
     assert ids == vocab.encode(captions[0])
 
 
-def test_embedded_vocabulary_is_prepared_on_first_use(prepared, small_sizes, tmp_path):
-    vocab = embedded.embedded_vocabulary(str(tmp_path))
+def test_embedded_vocabulary_is_prepared_on_first_use(tmp_path):
+    vocab = embedded.embedded_vocabulary(str(tmp_path / "lazy"))
     assert isinstance(vocab, seqio.SentencePieceVocabulary)
     path = vocab.sentencepiece_model_file
-    assert path == embedded.vocabulary_path(str(tmp_path)) and not os.path.exists(path)
+    assert path == embedded.vocabulary_path(str(tmp_path / "lazy")) and not os.path.exists(path)
     assert vocab.decode(vocab.encode("a large red circle")) == "a large red circle"
-    with open(path, "rb") as f, open(prepared["vocabulary"], "rb") as g:
+    # What `prepare` makes with the default split sizes, as `python -m simvlm_jax.data.embedded` would.
+    explicit = embedded.prepare_vocabulary(str(tmp_path / "explicit"))
+    with open(path, "rb") as f, open(explicit, "rb") as g:
         assert f.read() == g.read()
 
 
@@ -304,5 +294,5 @@ def test_embedded_command_line_prints_paths_and_counts(prepared, capsys):
     assert embedded.main([f"--data_dir={prepared['data_dir']}"]) == 0  # Already prepared.
     out = capsys.readouterr().out
     assert prepared["vocabulary"] in out
-    assert f"train={SMALL_SIZES['NUM_TRAIN']}" in out
-    assert f"heldout={SMALL_SIZES['NUM_HELDOUT']}" in out
+    assert f"train={SMALL_SIZES['train']}" in out
+    assert f"heldout={SMALL_SIZES['heldout']}" in out

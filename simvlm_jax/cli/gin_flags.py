@@ -12,11 +12,12 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import gin
 import jax
 from absl import app, logging
+from gin import config_parser
 
 from simvlm_jax.training.config_checks import ConfigError
 
@@ -49,21 +50,46 @@ def _quote_bare_string(value: str) -> str:
         return repr(value)
 
 
+class _Reference(NamedTuple):
+    """`@name` or `@name()` in a parsed gin string."""
+
+    name: str
+
+
+class _Macro(NamedTuple):
+    """`%NAME` in a parsed gin string."""
+
+    name: str
+
+
+class _Markers(config_parser.ParserDelegate):
+    """Parses gin text into plain markers, resolving nothing (no imports, no registry)."""
+
+    def configurable_reference(self, scoped_configurable_name, evaluate):
+        return _Reference(scoped_configurable_name)
+
+    def macro(self, macro_name):
+        return _Macro(macro_name)
+
+
+def _bindings() -> list[config_parser.BindingStatement]:
+    """Every binding gin holds now, read back from `gin.config_str()` with gin's own parser."""
+    parser = config_parser.ConfigParser(gin.config_str(), _Markers())
+    return [statement for statement in parser if isinstance(statement, config_parser.BindingStatement)]
+
+
+def _macro_bindings() -> dict[str, object]:
+    """{macro name: value} (a macro is a binding with no configurable: `NAME = value`)."""
+    return {b.selector: b.value for b in _bindings() if not b.arg_name and not b.scope}
+
+
 def missing_required_macros() -> list[str]:
     """Names of macros still bound to %gin.REQUIRED after parsing (e.g. MODEL_DIR)."""
-    missing = []
-    for (scope, selector), bindings in gin.config._CONFIG.items():  # pinned gin-config 0.5.0
-        if selector == "gin.macro" and "value" in bindings and _is_required(bindings["value"]):
-            missing.append(scope)
-    return sorted(missing)
-
-
-def _is_required(value) -> bool:
-    return isinstance(value, gin.config.ConfigurableReference) and repr(value) == _REQUIRED_MARK
+    return sorted(name for name, value in _macro_bindings().items() if value == _Macro(_REQUIRED_MARK[1:]))
 
 
 def bound_macros() -> list[str]:
-    return sorted(scope for (scope, selector) in gin.config._CONFIG if selector == "gin.macro")
+    return sorted(_macro_bindings())
 
 
 def referenced_macros() -> set[str]:
@@ -71,20 +97,17 @@ def referenced_macros() -> set[str]:
     found: set[str] = set()
 
     def walk(value):
-        if isinstance(value, gin.config.ConfigurableReference):
-            scoped = getattr(value, "_scoped_selector", "")
-            if scoped.endswith("/gin.macro"):
-                found.add(scoped[: -len("/gin.macro")])
-        elif isinstance(value, (list, tuple, set)):
+        if isinstance(value, _Macro):
+            found.add(value.name)
+        elif isinstance(value, (list, tuple, set)) and not isinstance(value, _Reference):
             for item in value:
                 walk(item)
         elif isinstance(value, dict):
             for item in value.values():
                 walk(item)
 
-    for bindings in gin.config._CONFIG.values():
-        for value in bindings.values():
-            walk(value)
+    for binding in _bindings():
+        walk(binding.value)
     return found
 
 
@@ -115,7 +138,7 @@ def explain_gin_error(error: Exception) -> str:
             return f"{message}\nIts parameters: {', '.join(params)}."
     wrong_name = re.search(r"No configurable matching '([^']+)'", message)
     if wrong_name:
-        names = sorted({selector for (_, selector) in gin.config._CONFIG if selector != "gin.macro"})
+        names = sorted({b.selector for b in _bindings() if b.arg_name})
         close = difflib.get_close_matches(wrong_name.group(1), names, n=3)
         hint = (
             f"Did you mean {' or '.join(close)}?"
@@ -133,10 +156,10 @@ def _parameters_of(selector: str) -> list[str]:
     import inspect
 
     try:
-        configurable = gin.config._REGISTRY.get_match(selector)
-        fn = configurable.wrapped if configurable is not None else None
-        return [p for p in inspect.signature(fn).parameters if p not in ("self", "args", "kwargs")] if fn else []
-    except Exception:
+        configurable = gin.get_configurable(selector)
+        fn = configurable.__init__ if inspect.isclass(configurable) else configurable
+        return [p for p in inspect.signature(inspect.unwrap(fn)).parameters if p not in ("self", "args", "kwargs")]
+    except (ValueError, TypeError):
         return []
 
 

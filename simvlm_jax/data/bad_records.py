@@ -17,11 +17,14 @@ Images in any PIL mode become RGB uint8: grayscale and palette images are expand
 transparent palettes) is composited onto white, CMYK is converted, 16-bit and 32-bit integer images are
 scaled to 8 bits (not clipped).
 
-Policy (process-wide, set by the entry point, e.g. `train(bad_record_policy=...)`):
+Policy (`RecordPolicy.on_bad`; `train(bad_record_policy=...)` applies it to the datasets it builds):
 
     'skip' (default)  the record is dropped and counted under its reason; the counts since the process
                       started are logged and written to TensorBoard as data/skipped_records/<reason>
     'fail'            the input pipeline stops with `BadRecordError` naming the record and the reason
+
+A pipeline takes the policy that is active when it is built (`with bad_records.applied(policy):` around
+`get_dataset`); the preprocessors bind it into their checks, so it holds however late the records are read.
 
 The checks run as `tf.numpy_function`s inside the SeqIO preprocessors (see preprocessors.py).
 """
@@ -29,11 +32,15 @@ The checks run as `tf.numpy_function`s inside the SeqIO preprocessors (see prepr
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
+import dataclasses
+import functools
 import hashlib
 import io
 import threading
 import warnings
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -44,27 +51,44 @@ DEFAULT_MAX_TEXT_BYTES = 1 << 20
 
 _lock = threading.Lock()
 _counts: collections.Counter = collections.Counter()
-_settings = {"policy": "skip", "max_pixels": DEFAULT_MAX_PIXELS, "max_text_bytes": DEFAULT_MAX_TEXT_BYTES}
 
 
 class BadRecordError(ValueError):
     """A bad record under policy 'fail'."""
 
 
-def configure(
-    policy: str = "skip", max_pixels: int = DEFAULT_MAX_PIXELS, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
-) -> None:
-    """Sets the process-wide policy and limits (call before the first record is read)."""
-    if policy not in POLICIES:
-        raise ValueError(
-            f"bad_record_policy must be one of {POLICIES}, got {policy!r}: set "
-            "--gin.train.bad_record_policy=\"'skip'\" (or 'fail')."
-        )
-    _settings.update(policy=policy, max_pixels=int(max_pixels), max_text_bytes=int(max_text_bytes))
+@dataclasses.dataclass(frozen=True)
+class RecordPolicy:
+    """What a pipeline does with a bad record (`on_bad`: 'skip' or 'fail') and the size limits."""
+
+    on_bad: str = "skip"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
+
+    def __post_init__(self):
+        if self.on_bad not in POLICIES:
+            raise ValueError(
+                f"bad_record_policy must be one of {POLICIES}, got {self.on_bad!r}: set "
+                "--gin.train.bad_record_policy=\"'skip'\" (or 'fail')."
+            )
 
 
-def policy() -> str:
-    return _settings["policy"]
+_active: contextvars.ContextVar[RecordPolicy] = contextvars.ContextVar("bad_record_policy", default=RecordPolicy())
+
+
+@contextlib.contextmanager
+def applied(policy: RecordPolicy) -> Iterator[RecordPolicy]:
+    """Pipelines built inside the block take `policy`."""
+    token = _active.set(policy)
+    try:
+        yield policy
+    finally:
+        _active.reset(token)
+
+
+def active() -> RecordPolicy:
+    """The policy a pipeline built now takes (the default `RecordPolicy()` outside `applied`)."""
+    return _active.get()
 
 
 def skipped_counts() -> dict[str, int]:
@@ -89,9 +113,9 @@ def describe_record(image: Optional[bytes], text: Optional[bytes]) -> str:
     return "record with " + ", ".join(parts)
 
 
-def reject(reason: str, image: Optional[bytes], text: Optional[bytes], detail: str = "") -> None:
+def reject(policy: RecordPolicy, reason: str, image: Optional[bytes], text: Optional[bytes], detail: str = "") -> None:
     """Counts a bad record (policy 'skip') or raises BadRecordError naming it (policy 'fail')."""
-    if _settings["policy"] == "fail":
+    if policy.on_bad == "fail":
         raise BadRecordError(
             f"Bad input {describe_record(image, text)}: {reason}{' (' + detail + ')' if detail else ''}. "
             "Fix or remove the record, or set --gin.train.bad_record_policy=\"'skip'\" to drop such records."
@@ -103,9 +127,9 @@ def reject(reason: str, image: Optional[bytes], text: Optional[bytes], detail: s
 # --------------------------------------------------------------------------------------------------
 # Checks, as plain functions of bytes (the tf.numpy_function bodies).
 # --------------------------------------------------------------------------------------------------
-def text_problem(text: bytes) -> Optional[str]:
+def text_problem(text: bytes, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> Optional[str]:
     """The reason `text` is unusable, or None."""
-    if len(text) > _settings["max_text_bytes"]:
+    if len(text) > max_text_bytes:
         return "overlong_text"
     try:
         decoded = text.decode("utf-8")
@@ -116,7 +140,7 @@ def text_problem(text: bytes) -> Optional[str]:
     return None
 
 
-def decode_rgb(data: bytes) -> tuple[Optional[np.ndarray], Optional[str], str]:
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Optional[np.ndarray], Optional[str], str]:
     """Encoded image bytes -> (uint8 [H, W, 3], None, '') or (None, reason, detail)."""
     from PIL import Image
 
@@ -129,8 +153,8 @@ def decode_rgb(data: bytes) -> tuple[Optional[np.ndarray], Optional[str], str]:
             width, height = image.size
             if width == 0 or height == 0:
                 return None, "empty_image", f"{width}x{height}"
-            if width * height > _settings["max_pixels"]:
-                return None, "too_large", f"{width}x{height} > {_settings['max_pixels']} pixels"
+            if width * height > max_pixels:
+                return None, "too_large", f"{width}x{height} > {max_pixels} pixels"
             image.load()
             return to_rgb(image), None, ""
     except Image.DecompressionBombError as error:
@@ -160,19 +184,28 @@ def to_rgb(image) -> np.ndarray:
     return rgb.reshape(rgb.shape[0], rgb.shape[1], 3)
 
 
-def check_text_fn(text: bytes) -> np.bool_:
-    """numpy_function body: True to keep a record with this text."""
-    reason = text_problem(text)
+def _check_text(policy: RecordPolicy, text: bytes) -> np.bool_:
+    reason = text_problem(text, policy.max_text_bytes)
     if reason is None:
         return np.bool_(True)
-    reject(reason, None, text)
+    reject(policy, reason, None, text)
     return np.bool_(False)
 
 
-def decode_image_fn(data: bytes, text: bytes) -> tuple[np.ndarray, np.bool_]:
-    """numpy_function body: (uint8 [H, W, 3], keep). A rejected record gives a 1x1 placeholder."""
-    rgb, reason, detail = decode_rgb(data)
+def _decode_image(policy: RecordPolicy, data: bytes, text: bytes) -> tuple[np.ndarray, np.bool_]:
+    rgb, reason, detail = decode_rgb(data, policy.max_pixels)
     if reason is None:
         return rgb, np.bool_(True)
-    reject(reason, data, text, detail)
+    reject(policy, reason, data, text, detail)
     return np.zeros((1, 1, 3), np.uint8), np.bool_(False)
+
+
+def check_text_fn(policy: RecordPolicy):
+    """A numpy_function body under `policy`: text bytes -> True to keep the record."""
+    return functools.partial(_check_text, policy)
+
+
+def decode_image_fn(policy: RecordPolicy):
+    """A numpy_function body under `policy`: (image bytes, text bytes) -> (uint8 [H, W, 3], keep); a
+    rejected record gives a 1x1 placeholder."""
+    return functools.partial(_decode_image, policy)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import sentencepiece as spm
 import seqio
@@ -58,13 +58,17 @@ def vocabulary_path(data_dir: str | None = None) -> str:
     return os.path.join(_resolve(data_dir), "vocab", VOCAB_NAME + ".model")
 
 
-def vocabulary_texts() -> list[str]:
-    """The training texts of the embedded vocabulary, in a fixed order."""
-    return text_corpus.vocabulary_texts("train") + list(scenes.split_captions("train"))
+def vocabulary_texts(num_captions: int = scenes.SPLIT_SIZES["train"]) -> list[str]:
+    """The training texts of the embedded vocabulary, in a fixed order: the pydoc training documents and
+    the captions of the first `num_captions` training scenes."""
+    return text_corpus.vocabulary_texts("train") + list(scenes.split_captions("train", num_captions))
 
 
-def prepare_vocabulary(data_dir: str | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE) -> str:
-    """Trains the embedded vocabulary unless present; returns its path.
+def prepare_vocabulary(
+    data_dir: str | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE, split_sizes: Mapping[str, int] | None = None
+) -> str:
+    """Trains the embedded vocabulary unless present (on the captions of the scene training split of
+    `split_sizes`); returns its path.
 
     Raises:
       ValueError: the file exists with another number of pieces than `vocab_size`.
@@ -73,7 +77,10 @@ def prepare_vocabulary(data_dir: str | None = None, vocab_size: int = DEFAULT_VO
     if not os.path.exists(path):
         # train_sentencepiece writes to a temporary name, then renames.
         vocabulary.train_sentencepiece(
-            vocabulary_texts(), path[: -len(".model")], vocab_size, model_type=VOCAB_MODEL_TYPE
+            vocabulary_texts(scenes.split_sizes(split_sizes)["train"]),
+            path[: -len(".model")],
+            vocab_size,
+            model_type=VOCAB_MODEL_TYPE,
         )
     found = spm.SentencePieceProcessor(model_file=path).get_piece_size()
     if found != vocab_size:
@@ -81,27 +88,33 @@ def prepare_vocabulary(data_dir: str | None = None, vocab_size: int = DEFAULT_VO
     return path
 
 
-def prepare_builder(builder_cls, data_dir: str | None = None) -> str:
+def prepare_builder(builder_cls, data_dir: str | None = None, **builder_kwargs) -> str:
     """Generates one of the package's TFDS datasets unless present; returns its folder."""
-    builder = builder_cls(data_dir=tfds_data_dir(data_dir))
+    builder = builder_cls(data_dir=tfds_data_dir(data_dir), **builder_kwargs)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return os.fspath(builder.data_dir)
 
 
-def prepare_datasets(data_dir: str | None = None) -> dict[str, str]:
+def prepare_datasets(data_dir: str | None = None, split_sizes: Mapping[str, int] | None = None) -> dict[str, str]:
     """Generates both TFDS datasets unless present; returns {builder name: dataset folder}."""
-    return {builder_cls.name: prepare_builder(builder_cls, data_dir) for builder_cls in BUILDERS}
+    return {
+        EmbeddedScenes.name: prepare_builder(EmbeddedScenes, data_dir, split_sizes=split_sizes),
+        PydocText.name: prepare_builder(PydocText, data_dir),
+    }
 
 
-def prepare(data_dir: str | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE) -> dict[str, str]:
-    """Prepares the datasets and the vocabulary (idempotent).
+def prepare(
+    data_dir: str | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE, split_sizes: Mapping[str, int] | None = None
+) -> dict[str, str]:
+    """Prepares the datasets and the vocabulary (idempotent). `split_sizes`: the scene splits' sizes
+    ({"train", "validation", "heldout"}: count; default `scenes.SPLIT_SIZES`), used when generating.
 
     Returns:
       {"data_dir", "tfds_data_dir", "embedded_scenes", "pydoc_text", "vocabulary"}: paths.
     """
     paths = {"data_dir": _resolve(data_dir), "tfds_data_dir": tfds_data_dir(data_dir)}
-    paths.update(prepare_datasets(data_dir))
-    paths["vocabulary"] = prepare_vocabulary(data_dir, vocab_size)
+    paths.update(prepare_datasets(data_dir, split_sizes))
+    paths["vocabulary"] = prepare_vocabulary(data_dir, vocab_size, split_sizes)
     return paths
 
 

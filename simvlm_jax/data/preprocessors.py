@@ -84,8 +84,10 @@ def check_text(dataset: tf.data.Dataset) -> tf.data.Dataset:
     if dataset.element_spec["text"].dtype != tf.string:
         return dataset
 
+    check = bad_records.check_text_fn(bad_records.active())
+
     def keep(ex):
-        ok = tf.numpy_function(bad_records.check_text_fn, [ex["text"]], tf.bool, stateful=False)
+        ok = tf.numpy_function(check, [ex["text"]], tf.bool, stateful=False)
         ok.set_shape(())
         return ok
 
@@ -102,11 +104,11 @@ def decode_image(dataset: tf.data.Dataset) -> tf.data.Dataset:
     if dataset.element_spec["image"].dtype != tf.string:
         return dataset.map(lambda ex: {**ex, "image": _to_rgb(ex["image"])}, num_parallel_calls=tf.data.AUTOTUNE)
 
+    decode_rgb = bad_records.decode_image_fn(bad_records.active())
+
     def decode(ex):
         text = ex["text"] if "text" in ex and ex["text"].dtype == tf.string else tf.constant(b"")
-        image, ok = tf.numpy_function(
-            bad_records.decode_image_fn, [ex["image"], text], (tf.uint8, tf.bool), stateful=False
-        )
+        image, ok = tf.numpy_function(decode_rgb, [ex["image"], text], (tf.uint8, tf.bool), stateful=False)
         image.set_shape((None, None, NUM_CHANNELS))
         ok.set_shape(())
         return {**ex, "image": image}, ok

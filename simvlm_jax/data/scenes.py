@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -71,10 +72,8 @@ HELDOUT_PAIRS: tuple[tuple[str, str], ...] = (
     ("purple", "square"),
 )
 
-# Number of examples per split. Read at call time, so tests may patch them.
-NUM_TRAIN = 20_000
-NUM_VALIDATION = 500
-NUM_HELDOUT = 500
+# Number of examples per split of the embedded data; `embedded.prepare(split_sizes=...)` takes others.
+SPLIT_SIZES: Mapping[str, int] = MappingProxyType({"train": 20_000, "validation": 500, "heldout": 500})
 SPLITS: tuple[str, ...] = ("train", "validation", "heldout")
 
 # Geometry, in pixels.
@@ -116,12 +115,12 @@ class SceneObject:
         return (self.x - r, self.y - r, self.x + r, self.y + r)
 
 
-def split_size(split: str) -> int:
-    """Number of examples of `split` (reads the module constants)."""
-    sizes = {"train": NUM_TRAIN, "validation": NUM_VALIDATION, "heldout": NUM_HELDOUT}
-    if split not in sizes:
-        raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
-    return sizes[split]
+def split_sizes(sizes: Mapping[str, int] | None = None) -> dict[str, int]:
+    """`sizes` (default `SPLIT_SIZES`) checked: one positive count for each of `SPLITS`."""
+    sizes = dict(SPLIT_SIZES if sizes is None else sizes)
+    if set(sizes) != set(SPLITS) or any(not isinstance(n, int) or n < 1 for n in sizes.values()):
+        raise ValueError(f"Scene split sizes must give a positive count for each of {SPLITS}; got {sizes}.")
+    return sizes
 
 
 def caption_vocabulary() -> list[str]:
@@ -366,14 +365,14 @@ def generate_example(split: str, index: int) -> tuple[np.ndarray, str, dict]:
 
 def generate_split(split: str, num_examples: int | None = None) -> Iterator[tuple[np.ndarray, str, dict]]:
     """Yields (image, caption, metadata) for the first examples of `split`."""
-    count = split_size(split) if num_examples is None else num_examples
+    count = SPLIT_SIZES[split] if num_examples is None else num_examples
     for index in range(count):
         yield generate_example(split, index)
 
 
 def split_captions(split: str, num_examples: int | None = None) -> Iterator[str]:
     """The captions of `generate_split(split, ...)`, without rendering images."""
-    count = split_size(split) if num_examples is None else num_examples
+    count = SPLIT_SIZES[split] if num_examples is None else num_examples
     for index in range(count):
         objects, relation = sample_layout(example_rng(split, index), heldout=split == "heldout")
         yield caption_of(objects, relation)

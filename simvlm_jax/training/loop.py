@@ -88,81 +88,82 @@ def train(
     os.makedirs(model_dir, exist_ok=True)
     if jax.process_index() == 0:
         model_config.write(model_dir, model, train_dataset_cfg.task_feature_lengths)
-    bad_records.configure(bad_record_policy)
-    checkpoints.remove_incomplete(model_dir)
-    stats_period = stats_period or eval_period
-    seed = random_seed if random_seed is not None else int(time.time())
-    logging.info("Random seed: %d", seed)
+    # Every pipeline built below (training, train-eval, infer-eval) takes the bad-record policy.
+    with bad_records.applied(bad_records.RecordPolicy(bad_record_policy)):
+        checkpoints.remove_incomplete(model_dir)
+        stats_period = stats_period or eval_period
+        seed = random_seed if random_seed is not None else int(time.time())
+        logging.info("Random seed: %d", seed)
 
-    # ---------------------------------------------------------------- data
-    layout_info = partitioner.get_data_layout(train_dataset_cfg.batch_size)
-    train_ds = loader.get_dataset(train_dataset_cfg, layout_info.shard_id, layout_info.num_shards)
-    preflight_lib.check_dataset_matches(train_ds, layout.input_shapes, layout_info.num_shards)
-    train_iter = iter(train_ds)  # a tf.data iterator: checkpointable
+        # ---------------------------------------------------------------- data
+        layout_info = partitioner.get_data_layout(train_dataset_cfg.batch_size)
+        train_ds = loader.get_dataset(train_dataset_cfg, layout_info.shard_id, layout_info.num_shards)
+        preflight_lib.check_dataset_matches(train_ds, layout.input_shapes, layout_info.num_shards)
+        train_iter = iter(train_ds)  # a tf.data iterator: checkpointable
 
-    # ---------------------------------------------------------------- train state
-    manager = checkpoints.CheckpointManager(model_dir, keep=save_cfg.keep if save_cfg else None)
-    state = _restore_or_initialize(layout, manager, restore_path, restore_dataset, train_iter, seed)
-    start_step = int(jax.device_get(state.step))
-    if relative_steps:
-        total_steps = start_step + relative_steps
+        # ---------------------------------------------------------------- train state
+        manager = checkpoints.CheckpointManager(model_dir, keep=save_cfg.keep if save_cfg else None)
+        state = _restore_or_initialize(layout, manager, restore_path, restore_dataset, train_iter, seed)
+        start_step = int(jax.device_get(state.step))
+        if relative_steps:
+            total_steps = start_step + relative_steps
 
-    writers = SummaryWriters(model_dir)
-    if jax.process_index() == 0:
-        with open(os.path.join(model_dir, "model-info.txt"), "w") as f:
-            f.write("\n".join(layout.model_info_lines()) + "\n")
-    if summarize_config_fn is not None:
-        summarize_config_fn(model_dir, writers.train, start_step)
-    evaluations = _Evaluations(
-        model,
-        model_dir,
-        writers,
-        layout_info,
-        train_eval_dataset_cfg,
-        infer_eval_dataset_cfg,
-        eval_steps,
-        num_samples_to_log,
-    )
-    trainer = trainer_cls(
-        model=model,
-        train_state=state,
-        partitioner=partitioner,
-        eval_names=evaluations.train_eval_task_names,
-        summary_dir=model_dir,
-        train_state_axes=layout.logical_axes,
-        rng=jax.random.fold_in(jax.random.key(seed), 1),
-    )
+        writers = SummaryWriters(model_dir)
+        if jax.process_index() == 0:
+            with open(os.path.join(model_dir, "model-info.txt"), "w") as f:
+                f.write("\n".join(layout.model_info_lines()) + "\n")
+        if summarize_config_fn is not None:
+            summarize_config_fn(model_dir, writers.train, start_step)
+        evaluations = _Evaluations(
+            model,
+            model_dir,
+            writers,
+            layout_info,
+            train_eval_dataset_cfg,
+            infer_eval_dataset_cfg,
+            eval_steps,
+            num_samples_to_log,
+        )
+        trainer = trainer_cls(
+            model=model,
+            train_state=state,
+            partitioner=partitioner,
+            eval_names=evaluations.train_eval_task_names,
+            summary_dir=model_dir,
+            train_state_axes=layout.logical_axes,
+            rng=jax.random.fold_in(jax.random.key(seed), 1),
+        )
 
-    def save(step):
-        if save_cfg is None:
-            logging.warning("No SaveCheckpointConfig: nothing saved at step %d.", step)
-            return
-        manager.save(step, trainer.train_state.to_checkpoint_tree(), train_iter if save_cfg.save_dataset else None)
+        def save(step):
+            if save_cfg is None:
+                logging.warning("No SaveCheckpointConfig: nothing saved at step %d.", step)
+                return
+            manager.save(step, trainer.train_state.to_checkpoint_tree(), train_iter if save_cfg.save_dataset else None)
 
-    if run_eval_before_training:
-        evaluations.run(trainer, start_step)
-    batches = _device_batches(train_iter, trainer, prefetch_batches, save_cfg)
-    step = _loop(
-        trainer,
-        batches,
-        start_step,
-        total_steps,
-        stats_period,
-        eval_period,
-        save_cfg,
-        save,
-        evaluations,
-        monitor,
-        writers,
-        ProgressLog(start_step, total_steps, train_dataset_cfg.batch_size),
-    )
-    if save_cfg and checkpoints.latest_step(model_dir) != step:
-        save(step)
-    writers.flush()
-    if jax.process_index() == 0:
-        _write_curves(model_dir)
-    _print_locations(model_dir, step)
-    return step, trainer.train_state
+        if run_eval_before_training:
+            evaluations.run(trainer, start_step)
+        batches = _device_batches(train_iter, trainer, prefetch_batches, save_cfg)
+        step = _loop(
+            trainer,
+            batches,
+            start_step,
+            total_steps,
+            stats_period,
+            eval_period,
+            save_cfg,
+            save,
+            evaluations,
+            monitor,
+            writers,
+            ProgressLog(start_step, total_steps, train_dataset_cfg.batch_size),
+        )
+        if save_cfg and checkpoints.latest_step(model_dir) != step:
+            save(step)
+        writers.flush()
+        if jax.process_index() == 0:
+            _write_curves(model_dir)
+        _print_locations(model_dir, step)
+        return step, trainer.train_state
 
 
 def _loop(

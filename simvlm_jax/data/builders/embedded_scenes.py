@@ -2,14 +2,16 @@
 
 Generated locally from `simvlm_jax.data.scenes`, deterministically; nothing is downloaded.
 Splits: `train` and `validation` (no held-out colour-shape pair) and `heldout` (each image has at
-least one pair of `scenes.HELDOUT_PAIRS`). Split sizes are `scenes.NUM_TRAIN`, `NUM_VALIDATION`
-and `NUM_HELDOUT`, read when the data is generated.
+least one pair of `scenes.HELDOUT_PAIRS`). Split sizes are `scenes.SPLIT_SIZES` unless the builder is
+given others (`EmbeddedScenes(split_sizes={...})`, as the tests do for small splits).
 
 Per-object metadata (colours, shapes, sizes, positions) is not stored, which keeps generation fast:
 `scenes.generate_example(split, index)` regenerates it exactly, `index` being the number in `id`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import PIL.Image
@@ -30,6 +32,11 @@ class EmbeddedScenes(tfds.core.GeneratorBasedBuilder):
     # given explicitly: TFDS fails to infer them when `simvlm_jax` is a namespace package.
     code_path = epath.Path(__file__)
     pkg_dir_path = epath.Path(__file__).parent
+
+    def __init__(self, *, split_sizes: Mapping[str, int] | None = None, **kwargs):
+        """`split_sizes`: {split: number of examples}, default `scenes.SPLIT_SIZES`; used when generating."""
+        self._split_sizes = scenes.split_sizes(split_sizes)
+        super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = scenes.IMAGE_SIZE
@@ -58,7 +65,7 @@ class EmbeddedScenes(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in scenes.SPLITS}
 
     def _generate_examples(self, split: str):
-        for index in range(scenes.split_size(split)):
+        for index in range(self._split_sizes[split]):
             image, caption, metadata = scenes.generate_example(split, index)
             yield (
                 index,
