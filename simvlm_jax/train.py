@@ -39,7 +39,6 @@ def main(argv) -> None:
     from absl import flags, logging
 
     from simvlm_jax.cli import errors, startup
-    from simvlm_jax.data import bad_records
 
     del argv
     flag_values = flags.FLAGS
@@ -53,28 +52,11 @@ def main(argv) -> None:
         )
     if flag_values.tfds_data_dir:
         seqio.set_tfds_data_dir_override(flag_values.tfds_data_dir)
-    try:
-        errors.run_reporting_configuration_errors(
-            lambda: configure_and_train(flag_values.gin_file, flag_values.gin_bindings, flag_values.gin_search_paths),
-            "train",
-            verbosity,
-        )
-    except bad_records.BadRecordError:
-        _exit_now_with_traceback()
-
-
-def _exit_now_with_traceback() -> None:
-    """Prints the traceback and exits 1 at once. After a bad record stops the input pipeline, tf.data
-    threads may still be inside their Python decode functions, and a normal interpreter shutdown then
-    waits on them forever; nothing is left to save (the run stops without a checkpoint by design)."""
-    import os
-    import sys
-    import traceback
-
-    traceback.print_exc()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
+    errors.run_reporting_failures(
+        lambda: configure_and_train(flag_values.gin_file, flag_values.gin_bindings, flag_values.gin_search_paths),
+        "train",
+        verbosity,
+    )
 
 
 if __name__ == "__main__":

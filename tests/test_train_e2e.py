@@ -71,7 +71,9 @@ def test_unset_model_dir_fails_at_once_naming_the_macro():
     assert "MODEL_DIR" in done.stderr and "--gin.MODEL_DIR=" in done.stderr
 
 
-def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly(embedded_data_dir, tmp_path):
+def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly_and_a_second_run_is_refused(
+    embedded_data_dir, tmp_path
+):
     import re
     import signal
     import subprocess
@@ -99,6 +101,12 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly(embedd
         for line in process.stdout:  # wait until training really runs
             if line.startswith("step 3/"):
                 break
+        # A second run on the same MODEL_DIR is refused at start, naming the first.
+        second = run_module("simvlm_jax.train", *TINY_RUN, NO_DECODING, f"--gin.MODEL_DIR={model_dir}")
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert re.search(rf"MODEL_DIR .* is in use by another run \(pid {process.pid} on ", second.stderr), (
+            second.stderr
+        )
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=300)
     finally:

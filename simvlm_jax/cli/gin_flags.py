@@ -283,7 +283,7 @@ def configurable_main(fn: Callable) -> Callable[[Sequence[str]], None]:
             parse_gin_flags(flag_values.gin_search_paths, flag_values.gin_file, flag_values.gin_bindings)
             configured()
 
-        errors.run_reporting_configuration_errors(configure_and_run, fn.__name__, verbosity)
+        errors.run_reporting_failures(configure_and_run, fn.__name__, verbosity)
 
     return main
 

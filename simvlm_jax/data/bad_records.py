@@ -48,6 +48,7 @@ POLICIES = ("skip", "fail")
 REASONS = ("corrupt_image", "empty_image", "too_large", "invalid_utf8", "empty_text", "overlong_text")
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024  # 64 Mpx: far above any photo we train on, far below a bomb
 DEFAULT_MAX_TEXT_BYTES = 1 << 20
+DEFAULT_MAX_BAD_IN_A_ROW = 10_000  # far above any bad stretch of real data, reached in seconds by bad data
 
 _lock = threading.Lock()
 _counts: collections.Counter = collections.Counter()
@@ -59,11 +60,14 @@ class BadRecordError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class RecordPolicy:
-    """What a pipeline does with a bad record (`on_bad`: 'skip' or 'fail') and the size limits."""
+    """What a pipeline does with a bad record (`on_bad`: 'skip' or 'fail'), the size limits, and how many
+    bad records in a row one check may skip before it stops the pipeline (`max_bad_in_a_row`): a source with
+    no good record would otherwise be read forever (a repeated dataset) without yielding a batch."""
 
     on_bad: str = "skip"
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
+    max_bad_in_a_row: int = DEFAULT_MAX_BAD_IN_A_ROW
 
     def __post_init__(self):
         if self.on_bad not in POLICIES:
@@ -71,6 +75,8 @@ class RecordPolicy:
                 f"bad_record_policy must be one of {POLICIES}, got {self.on_bad!r}: set "
                 "--gin.train.bad_record_policy=\"'skip'\" (or 'fail')."
             )
+        if not isinstance(self.max_bad_in_a_row, int) or self.max_bad_in_a_row < 1:
+            raise ValueError(f"max_bad_records_in_a_row must be a positive integer, got {self.max_bad_in_a_row!r}.")
 
 
 _active: contextvars.ContextVar[RecordPolicy] = contextvars.ContextVar("bad_record_policy", default=RecordPolicy())
@@ -184,28 +190,59 @@ def to_rgb(image) -> np.ndarray:
     return rgb.reshape(rgb.shape[0], rgb.shape[1], 3)
 
 
-def _check_text(policy: RecordPolicy, text: bytes) -> np.bool_:
+class _BadStreak:
+    """Bad records in a row seen by one check of one pipeline; stops the pipeline past the policy's bound."""
+
+    def __init__(self, policy: RecordPolicy, check: str, task: str):
+        self.policy, self.check, self.task = policy, check, task
+        self._lock = threading.Lock()
+        self._reasons: collections.Counter = collections.Counter()
+
+    def good(self) -> None:
+        if self._reasons:
+            with self._lock:
+                self._reasons.clear()
+
+    def bad(self, reason: str) -> None:
+        with self._lock:
+            self._reasons[reason] += 1
+            count = sum(self._reasons.values())
+            reasons = ", ".join(f"{r} {n}" for r, n in sorted(self._reasons.items()))
+        if count >= self.policy.max_bad_in_a_row:
+            where = f"task {self.task!r}" if self.task else "a task of this pipeline"
+            raise BadRecordError(
+                f"{where} gave {count} bad records in a row at {self.check} ({reasons}) and no good one: its "
+                "source holds no usable record. Fix the data or its preprocessors, or remove the task from the "
+                "mixture (train.max_bad_records_in_a_row sets the bound)."
+            )
+
+
+def _check_text(policy: RecordPolicy, streak: _BadStreak, text: bytes) -> np.bool_:
     reason = text_problem(text, policy.max_text_bytes)
     if reason is None:
+        streak.good()
         return np.bool_(True)
     reject(policy, reason, None, text)
+    streak.bad(reason)
     return np.bool_(False)
 
 
-def _decode_image(policy: RecordPolicy, data: bytes, text: bytes) -> tuple[np.ndarray, np.bool_]:
+def _decode_image(policy: RecordPolicy, streak: _BadStreak, data: bytes, text: bytes) -> tuple[np.ndarray, np.bool_]:
     rgb, reason, detail = decode_rgb(data, policy.max_pixels)
     if reason is None:
+        streak.good()
         return rgb, np.bool_(True)
     reject(policy, reason, data, text, detail)
+    streak.bad(reason)
     return np.zeros((1, 1, 3), np.uint8), np.bool_(False)
 
 
-def check_text_fn(policy: RecordPolicy):
+def check_text_fn(policy: RecordPolicy, task: str = ""):
     """A numpy_function body under `policy`: text bytes -> True to keep the record."""
-    return functools.partial(_check_text, policy)
+    return functools.partial(_check_text, policy, _BadStreak(policy, "the text check", task))
 
 
-def decode_image_fn(policy: RecordPolicy):
+def decode_image_fn(policy: RecordPolicy, task: str = ""):
     """A numpy_function body under `policy`: (image bytes, text bytes) -> (uint8 [H, W, 3], keep); a
     rejected record gives a 1x1 placeholder."""
-    return functools.partial(_decode_image, policy)
+    return functools.partial(_decode_image, policy, _BadStreak(policy, "image decoding", task))

@@ -78,13 +78,13 @@ def rekey_text(dataset: tf.data.Dataset, text_key: str = "text", id_key: Optiona
     )
 
 
-def check_text(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def check_text(dataset: tf.data.Dataset, task: str = "") -> tf.data.Dataset:
     """Drops (policy 'skip') or rejects (policy 'fail') records whose `text` is empty, not UTF-8 or
-    absurdly long; see `bad_records`."""
+    absurdly long; see `bad_records`. `task` names the task in the error of a source with no good record."""
     if dataset.element_spec["text"].dtype != tf.string:
         return dataset
 
-    check = bad_records.check_text_fn(bad_records.active())
+    check = bad_records.check_text_fn(bad_records.active(), task)
 
     def keep(ex):
         ok = tf.numpy_function(check, [ex["text"]], tf.bool, stateful=False)
@@ -94,7 +94,7 @@ def check_text(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.filter(keep)
 
 
-def decode_image(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def decode_image(dataset: tf.data.Dataset, task: str = "") -> tf.data.Dataset:
     """Decodes encoded image bytes to uint8 [H, W, 3]; already decoded images pass through.
 
     Any format and mode PIL reads (JPEG, PNG, GIF: its first frame, BMP, TIFF, WebP; grayscale, palette,
@@ -104,7 +104,7 @@ def decode_image(dataset: tf.data.Dataset) -> tf.data.Dataset:
     if dataset.element_spec["image"].dtype != tf.string:
         return dataset.map(lambda ex: {**ex, "image": _to_rgb(ex["image"])}, num_parallel_calls=tf.data.AUTOTUNE)
 
-    decode_rgb = bad_records.decode_image_fn(bad_records.active())
+    decode_rgb = bad_records.decode_image_fn(bad_records.active(), task)
 
     def decode(ex):
         text = ex["text"] if "text" in ex and ex["text"].dtype == tf.string else tf.constant(b"")

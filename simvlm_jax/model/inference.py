@@ -15,6 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 
+class EvaluationInterrupted(RuntimeError):
+    """A decode or score pass ended early because its `interrupted()` said so."""
+
+
 class ModelRunner:
     """Runs `model.predict_batch_with_aux` / `model.score_batch` with fixed-size jitted batches."""
 
@@ -28,11 +32,13 @@ class ModelRunner:
     ):
         """`on_dataset(num_examples or None)`, if given, is called as each dataset starts and returns a
         progress object: its `advance(n)` gets the examples of every finished batch, `finish()` the end
-        (e.g. `training.logs.CountProgress`)."""
+        (e.g. `training.logs.CountProgress`). `interrupted()` (settable attribute) is asked before every
+        batch; True raises EvaluationInterrupted."""
         self.model = model
         self.params = params
         self.batch_size = batch_size
         self.on_dataset = on_dataset
+        self.interrupted: Callable[[], bool] = lambda: False
         settings = dict(decoder_params or {})
         self._predict = jax.jit(lambda p, b: model.predict_batch_with_aux(p, b, decoder_params=settings))
         self._score = jax.jit(model.score_batch)
@@ -42,6 +48,8 @@ class ModelRunner:
         count = int(dataset.cardinality())
         report = self.on_dataset(count if count >= 0 else None) if self.on_dataset else None
         for indices, features in dataset.batch(self.batch_size).as_numpy_iterator():
+            if self.interrupted():
+                raise EvaluationInterrupted("interrupted between batches")
             real = len(indices)
             padded = {
                 name: np.concatenate([value, np.repeat(value[-1:], self.batch_size - real, axis=0)])

@@ -61,7 +61,10 @@ def text_only_preprocessors(text_key: str = "text", id_key: Optional[str] = None
 
 
 def add_task(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary, steps: list, **kwargs) -> seqio.Task:
-    """Registers (replacing any task of the same name) and returns a task."""
+    """Registers (replacing any task of the same name) and returns a task. The bad-record checks learn the
+    task's name, for their message when its source holds no good record."""
+    named = (preprocessors.check_text, preprocessors.decode_image)
+    steps = [functools.partial(step, task=name) if step in named else step for step in steps]
     seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
         name, source=source, output_features=output_features(vocabulary), preprocessors=steps, **kwargs

@@ -3,12 +3,15 @@
     <model_dir>/checkpoint_<step>/state                      Orbax PyTree {'target': params,
                                                               'state': {'step', 'param_states'}}
     <model_dir>/checkpoint_<step>/dataset/train_ds-<i>-of-<n>  tf.data iterator (when save_dataset)
+    <model_dir>/checkpoint_<step>/checksums.json              size and SHA-256 of every file above
 
 A checkpoint is written into `checkpoint_<step>.tmp` and renamed when complete, so a directory named
 `checkpoint_<step>` is always whole: a crash (or SIGKILL) during a save leaves the previous checkpoint
 the latest, and the next run deletes the `.tmp` remains (`remove_incomplete`). A save that fails (disk
 full, permissions) deletes only its own `.tmp` folder and raises `CheckpointSaveError`; older
-checkpoints are removed (keep-N) only after the new one has been renamed into place.
+checkpoints are removed (keep-N) only after the new one has been renamed into place, and are first renamed
+to `checkpoint_<step>.deleting`, so a kill during a deletion never leaves a partial `checkpoint_<step>`.
+`newest_usable` verifies checksums (`checkpoint_integrity`) and moves a corrupt checkpoint aside.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ import orbax.checkpoint as ocp
 import tensorflow as tf
 from absl import logging
 
+from simvlm_jax.training import checkpoint_integrity
+
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 _TMP_SUFFIX = ".tmp"
-_TMP_RE = re.compile(r"^checkpoint_(\d+)\.tmp$")
+_DELETING_SUFFIX = ".deleting"
+_TMP_RE = re.compile(r"^checkpoint_(\d+)\.(tmp|deleting)$")
 
 
 class CheckpointSaveError(OSError):
@@ -34,7 +40,8 @@ class CheckpointSaveError(OSError):
 
 
 def remove_incomplete(model_dir: str) -> list[str]:
-    """Deletes `checkpoint_<step>.tmp` folders (saves cut short by a crash or a kill); returns them.
+    """Deletes `checkpoint_<step>.tmp` folders (saves cut short by a crash or a kill) and
+    `checkpoint_<step>.deleting` ones (deletions cut short); returns them.
 
     Runs on process 0 only; the other processes never write the model dir's top level.
     """
@@ -67,6 +74,19 @@ def latest_step(model_dir: str) -> Optional[int]:
     return steps[-1] if steps else None
 
 
+def newest_verified(model_dir: str) -> tuple[Optional[int], list[tuple[str, str]]]:
+    """(the newest step whose checkpoint verifies or None, [(path, problem)] of the newer ones that do not).
+    Reads only; `move_aside` the corrupt ones before training writes anything."""
+    corrupt = []
+    for step in reversed(all_steps(model_dir)):
+        path = checkpoint_dir(model_dir, step)
+        found = checkpoint_integrity.problem(path)
+        if found is None:
+            return step, corrupt
+        corrupt.append((path, found))
+    return None, corrupt
+
+
 def is_checkpoint_dir_name(path: str) -> bool:
     """Whether `path` names a checkpoint_<step> folder (by its name)."""
     return bool(_CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path))))
@@ -92,17 +112,27 @@ def to_t5x_tree(params: Any, step: Any, opt_state: Any) -> dict:
     return {"target": params, "state": {"step": step, "param_states": opt_state}}
 
 
-# Fault injection for the kill/resume test: SIMVLM_FAULT_KILL_BEFORE_RENAME=<step> makes the process SIGKILL
-# itself after checkpoint_<step>.tmp is fully written and before it is renamed: the worst moment for a crash,
-# reached deterministically rather than by a timed kill.
-_KILL_BEFORE_RENAME = "SIMVLM_FAULT_KILL_BEFORE_RENAME"
+# Fault injection for the kill/resume tests (unset, nothing happens): SIMVLM_FAULT_KILL_AT=<point>@<step>[,...]
+# makes the process SIGKILL itself at that point of the save of checkpoint_<step>, reached deterministically
+# rather than by a timed kill; SIMVLM_FAULT_FAIL_SAVE_AT=<step> makes that save fail with ENOSPC after Orbax
+# has started writing. The points, in order: state_written (Orbax done), dataset_written (iterator written),
+# checksums_written (the .tmp complete, not renamed), renamed (before the old checkpoints are removed),
+# deleting_old (an old checkpoint renamed to .deleting, not yet removed).
+FAULT_POINTS = ("state_written", "dataset_written", "checksums_written", "renamed", "deleting_old")
 
 
-def _maybe_die_here(step: int) -> None:
-    if os.environ.get(_KILL_BEFORE_RENAME) == str(step):
+def _maybe_die_here(point: str, step: int) -> None:
+    if f"{point}@{step}" in os.environ.get("SIMVLM_FAULT_KILL_AT", "").split(","):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _maybe_fail_here(step: int) -> None:
+    if os.environ.get("SIMVLM_FAULT_FAIL_SAVE_AT") == str(step):
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device (SIMVLM_FAULT_FAIL_SAVE_AT)")
 
 
 class CheckpointManager:
@@ -124,13 +154,22 @@ class CheckpointManager:
             shutil.rmtree(tmp)  # the remains of an interrupted save
         try:
             self._checkpointer.save(os.path.join(os.path.abspath(tmp), "state"), tree)
+            _maybe_fail_here(step)
             self._checkpointer.wait_until_finished()
+            _maybe_die_here("state_written", step)
             if dataset_iterator is not None:
                 tf.train.Checkpoint(iterator=dataset_iterator).write(_dataset_file(tmp))
-            _maybe_die_here(step)
+            _maybe_die_here("dataset_written", step)
             if jax.process_index() == 0:
+                checkpoint_integrity.write_checksums(tmp)
+                _maybe_die_here("checksums_written", step)
                 os.replace(tmp, final)
+                _maybe_die_here("renamed", step)
         except Exception as error:  # Orbax and tf.io wrap OSErrors in their own types
+            try:  # Orbax may still be writing into the .tmp folder in the background: let it end first
+                self._checkpointer.wait_until_finished()
+            except Exception:  # noqa: BLE001 - the same failure again; `error` is the one reported
+                pass
             if jax.process_index() == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
             previous = latest_step(self.model_dir)
@@ -140,7 +179,7 @@ class CheckpointManager:
                 "fix the permissions of MODEL_DIR, then rerun the same command to resume."
             ) from error
         if jax.process_index() == 0:
-            self._remove_old()
+            self._remove_old(step)
         logging.info("Saved checkpoint %s", final)
         return final
 
@@ -159,11 +198,14 @@ class CheckpointManager:
         logging.info("Restored checkpoint %s", path)
         return tree
 
-    def _remove_old(self) -> None:
+    def _remove_old(self, saved_step: int) -> None:
         if not self.keep:
             return
         for step in all_steps(self.model_dir)[: -self.keep]:
-            shutil.rmtree(checkpoint_dir(self.model_dir, step), ignore_errors=True)
+            doomed = checkpoint_dir(self.model_dir, step) + _DELETING_SUFFIX
+            os.replace(checkpoint_dir(self.model_dir, step), doomed)
+            _maybe_die_here("deleting_old", saved_step)
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def model_dir_of(checkpoint: str) -> str:

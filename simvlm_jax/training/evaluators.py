@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import seqio
@@ -20,7 +20,7 @@ from absl import logging
 
 from simvlm_jax.data import loader
 from simvlm_jax.model import loss_metrics as metrics_lib
-from simvlm_jax.model.inference import ModelRunner, decode_tokens
+from simvlm_jax.model.inference import EvaluationInterrupted, ModelRunner, decode_tokens
 from simvlm_jax.training.logs import CountProgress
 
 
@@ -64,14 +64,22 @@ class TrainingEvaluator:
             for name in self.task_names
         }
 
-    def evaluate(self, trainer, step: int) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, trainer, step: int, interrupted: Callable[[], bool] = lambda: False
+    ) -> dict[str, dict[str, float]]:
+        """Per task, `eval_steps` batches; `interrupted()` is asked before each (True: EvaluationInterrupted)."""
         results = {}
         for name, dataset in self._datasets.items():
-            batches = list(itertools.islice(loader.numpy_batches(iter(dataset)), self.eval_steps))
+            batches, step_metrics = [], []
+            for batch in itertools.islice(loader.numpy_batches(iter(dataset)), self.eval_steps):
+                if interrupted():
+                    raise EvaluationInterrupted(f"training eval of {name} interrupted")
+                batches.append(batch)
+                step_metrics.append(trainer.eval_step(batch))
             if not batches:
                 logging.warning("Eval task %s gave no full batch; skipped.", name)
                 continue
-            summary = metrics_lib.compute_metrics(metrics_lib.merge_metrics([trainer.eval_step(b) for b in batches]))
+            summary = metrics_lib.compute_metrics(metrics_lib.merge_metrics(step_metrics))
             writer = self.writers.eval(name)
             writer.write_scalars(step, summary)
             samples = self._samples(trainer, batches[0])
@@ -127,8 +135,12 @@ class InferenceEvaluator:
             model, None, dataset_cfg.batch_size, decoder_params, on_dataset=decoding_progress("infer_eval")
         )
 
-    def evaluate(self, params, step: int) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, params, step: int, interrupted: Callable[[], bool] = lambda: False
+    ) -> dict[str, dict[str, float]]:
+        """Decodes and scores the split; `interrupted()` is asked before each batch (True: EvaluationInterrupted)."""
         self._runner.params = params
+        self._runner.interrupted = interrupted
         all_metrics, _ = self._evaluator.evaluate(
             compute_metrics=True, step=step, predict_fn=self._runner.predict_fn, score_fn=self._runner.score_fn
         )

@@ -9,6 +9,7 @@ the compiled step built.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any, Callable, Optional
@@ -19,14 +20,16 @@ from absl import logging
 from simvlm_jax.data import bad_records, loader
 from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.model import model_config
-from simvlm_jax.training import checkpoints, curves
+from simvlm_jax.model.inference import EvaluationInterrupted
+from simvlm_jax.training import checkpoint_integrity, checkpoints, curves
 from simvlm_jax.training import preflight as preflight_lib
 from simvlm_jax.training.config_checks import ConfigError
 from simvlm_jax.training.evaluators import InferenceEvaluator, TrainingEvaluator
 from simvlm_jax.training.logs import ProgressLog, SummaryWriters
+from simvlm_jax.training.model_dir_lock import ModelDirLock
 from simvlm_jax.training.numerics import NumericsMonitor
 from simvlm_jax.training.preemption import StopRequest
-from simvlm_jax.training.prefetch import prefetch_to_device
+from simvlm_jax.training.prefetch import InputStalled, prefetch_to_device
 from simvlm_jax.training.trainer import Trainer, TrainState
 
 
@@ -53,6 +56,8 @@ def train(
     prefetch_batches: int = 2,
     nan_policy: str = "skip_step",
     bad_record_policy: str = "skip",
+    max_bad_records_in_a_row: int = bad_records.DEFAULT_MAX_BAD_IN_A_ROW,
+    corrupt_checkpoint_policy: str = "fallback",
     loss_spike_factor: float = 3.0,
     **unused_t5x_kwargs: Any,
 ) -> tuple[int, TrainState]:
@@ -62,8 +67,12 @@ def train(
     else from `checkpoint_cfg.restore.path`, else from scratch. Keyword names are T5X's, plus
     `prefetch_batches` (batches put on the devices ahead of the step, see `_device_batches`) and the
     reliability policies (docs/reliability.md): `nan_policy` 'skip_step' | 'stop' for steps with a
-    non-finite loss or update, `bad_record_policy` 'skip' | 'fail' for corrupt input records, and
-    `loss_spike_factor` (a warning when an interval's loss exceeds that multiple of its running mean).
+    non-finite loss or update, `bad_record_policy` 'skip' | 'fail' for corrupt input records,
+    `max_bad_records_in_a_row` (a task that yields no good record among that many stops the run instead of
+    spinning), `corrupt_checkpoint_policy` 'fallback' | 'fail' for a newest checkpoint that fails
+    verification (moved aside and the previous one used, or the run refused), and `loss_spike_factor` (a
+    warning when an interval's loss exceeds that multiple of its running mean). MODEL_DIR is locked for the
+    run (a second run on it is refused).
     The configuration is checked (model dir, feature lengths, image size, vocabulary, batch size)
     before anything is compiled.
     """
@@ -80,16 +89,29 @@ def train(
         relative_steps=relative_steps,
         save_period=save_cfg.period if save_cfg else None,
         checkpoints_to_keep=save_cfg.keep if save_cfg else None,
+        max_bad_records_in_a_row=max_bad_records_in_a_row,
     )
-    layout, (restore_path, restore_dataset) = preflight_lib.preflight(
-        model, train_dataset_cfg, partitioner, model_dir, save_cfg, restore_cfg, bad_record_policy=bad_record_policy
+    layout, (restore_path, restore_dataset, corrupt) = preflight_lib.preflight(
+        model,
+        train_dataset_cfg,
+        partitioner,
+        model_dir,
+        save_cfg,
+        restore_cfg,
+        bad_record_policy=bad_record_policy,
+        corrupt_checkpoint_policy=corrupt_checkpoint_policy,
     )
     # Nothing was written before this point.
     os.makedirs(model_dir, exist_ok=True)
-    if jax.process_index() == 0:
-        model_config.write(model_dir, model, train_dataset_cfg.task_feature_lengths)
-    # Every pipeline built below (training, train-eval, infer-eval) takes the bad-record policy.
-    with bad_records.applied(bad_records.RecordPolicy(bad_record_policy)):
+    with contextlib.ExitStack() as held:
+        if jax.process_index() == 0:
+            held.enter_context(ModelDirLock(model_dir))  # a second run on MODEL_DIR is refused here
+            model_config.write(model_dir, model, train_dataset_cfg.task_feature_lengths)
+            _move_aside(corrupt, restore_path)
+        # Every pipeline built below (training, train-eval, infer-eval) takes the bad-record policy.
+        held.enter_context(
+            bad_records.applied(bad_records.RecordPolicy(bad_record_policy, max_bad_in_a_row=max_bad_records_in_a_row))
+        )
         checkpoints.remove_incomplete(model_dir)
         stats_period = stats_period or eval_period
         seed = random_seed if random_seed is not None else int(time.time())
@@ -142,8 +164,10 @@ def train(
 
         if run_eval_before_training:
             evaluations.run(trainer, start_step)
-        batches = _device_batches(train_iter, trainer, prefetch_batches, save_cfg)
+        stop = StopRequest()
+        batches = _device_batches(train_iter, trainer, prefetch_batches, save_cfg, stop)
         step = _loop(
+            stop,
             trainer,
             batches,
             start_step,
@@ -167,6 +191,7 @@ def train(
 
 
 def _loop(
+    stop: StopRequest,
     trainer,
     batches,
     start_step: int,
@@ -186,9 +211,25 @@ def _loop(
     last, and every save: a non-finite step is seen by the numerics monitor before it is saved)."""
     pending: list = []
     step = start_step
-    with StopRequest() as stop:
+
+    def stop_here() -> None:
+        save(step)  # a no-op when checkpoint_<step> exists
+        print(
+            f"Stopped by {stop.signal_name or 'another host'} at step {step}; checkpoint_{step} is saved. "
+            "Rerun the same command to continue.",
+            flush=True,
+        )
+
+    with stop:
         while step < total_steps:
-            pending.append(trainer.train_step(next(batches)))
+            try:
+                batch = next(batches)
+            except InputStalled:
+                raise InputStalled(
+                    f"Stopped by {stop.signal_name} while waiting {DATA_WAIT_GRACE_S:.0f} s for the batch of step "
+                    f"{step + 1}: the input pipeline is stuck; nothing was saved after the newest checkpoint."
+                ) from None
+            pending.append(trainer.train_step(batch))
             step += 1
             saving = _is_save_step(save_cfg, step)
             at_sync_point = step % stats_period == 0 or step == total_steps or step == start_step + 1 or saving
@@ -200,17 +241,15 @@ def _loop(
                 summary.update(_skipped_record_scalars())
                 writers.train.write_scalars(step, summary)
             if stop.should_stop(step, at_sync_point):
-                save(step)
-                print(
-                    f"Stopped by {stop.signal_name or 'another host'} at step {step}; checkpoint_{step} is saved. "
-                    "Rerun the same command to continue.",
-                    flush=True,
-                )
+                stop_here()
                 break
             if saving:
                 save(step)
             if step % eval_period == 0 or step == total_steps:
-                evaluations.run(trainer, step)
+                evaluations.run(trainer, step, interrupted=stop.requested_here)
+                if stop.should_stop(step, at_sync_point=True):  # a signal during the evaluation
+                    stop_here()
+                    break
     return step
 
 
@@ -241,11 +280,24 @@ class _Evaluations:
     def train_eval_task_names(self) -> tuple:
         return tuple(self.training.task_names) if self.training else ()
 
-    def run(self, trainer, step: int) -> None:
-        if self.training:
-            self.training.evaluate(trainer, step)
-        if self.inference:
-            self.inference.evaluate(trainer.train_state.params, step)
+    def run(self, trainer, step: int, interrupted: Callable[[], bool] = lambda: False) -> None:
+        """Both evaluations at `step`; `interrupted()` is asked before every batch, and True ends them
+        (the rest skipped, nothing written for the unfinished one)."""
+        try:
+            if self.training:
+                self.training.evaluate(trainer, step, interrupted)
+            if self.inference:
+                self.inference.evaluate(trainer.train_state.params, step, interrupted)
+        except EvaluationInterrupted:
+            print(f"Evaluation at step {step} interrupted.", flush=True)
+
+
+def _move_aside(corrupt, restore_path: Optional[str]) -> None:
+    """Renames this run's corrupt newest checkpoints `<name>.corrupt` (kept for inspection), saying so."""
+    for path, problem in corrupt:
+        moved = checkpoint_integrity.move_aside(path)
+        then = f"resuming from {os.path.basename(restore_path)}" if restore_path else "no earlier checkpoint verifies"
+        print(f"{path} is corrupt: {problem}. Moved it to {moved}; {then}.", flush=True)
 
 
 def _write_curves(model_dir: str) -> None:
@@ -256,12 +308,22 @@ def _write_curves(model_dir: str) -> None:
         logging.warning("Could not write %s/curves.png: %s", model_dir, error)
 
 
-def _device_batches(train_iter, trainer: Trainer, prefetch_batches: int, save_cfg):
+# After a stop request, how long the loop still waits for a batch (then to train the step and save it)
+# before it gives up on a stuck input pipeline.
+DATA_WAIT_GRACE_S = 10.0
+
+
+def _device_batches(train_iter, trainer: Trainer, prefetch_batches: int, save_cfg, stop: StopRequest):
     """Batches already sharded onto the devices, `prefetch_batches` ahead of the step loop. No
     prefetch when the data iterator is checkpointed: it would be saved that many batches ahead."""
     if save_cfg is not None and save_cfg.save_dataset:
         prefetch_batches = 0
-    return prefetch_to_device(loader.numpy_batches(train_iter), trainer.shard_batch, prefetch_batches)
+    return prefetch_to_device(
+        loader.numpy_batches(train_iter),
+        trainer.shard_batch,
+        prefetch_batches,
+        give_up=lambda: stop.seconds_since_request() > DATA_WAIT_GRACE_S,
+    )
 
 
 # Arguments of t5x.train.train that this trainer accepts and ignores (so T5X gin files still run).

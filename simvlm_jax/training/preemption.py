@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Optional
 
 import jax
@@ -31,6 +32,7 @@ class StopRequest:
 
     def __init__(self):
         self.signal_name: Optional[str] = None
+        self._signal_time: Optional[float] = None
         self._previous = {}
 
     def __enter__(self) -> "StopRequest":
@@ -48,7 +50,17 @@ class StopRequest:
         if self.signal_name is not None:  # the second signal: stop now
             raise KeyboardInterrupt(f"{signal.Signals(signum).name} received twice")
         self.signal_name = signal.Signals(signum).name
+        self._signal_time = time.monotonic()
         print(f"{self.signal_name} received: saving a checkpoint after this step, then stopping.", flush=True)
+
+    def seconds_since_request(self) -> float:
+        """Seconds since the signal arrived (-inf before one)."""
+        return -float("inf") if self._signal_time is None else time.monotonic() - self._signal_time
+
+    def requested_here(self) -> bool:
+        """Whether this process got a signal, when it runs alone: an evaluation then stops early. (With
+        several processes an evaluation runs to its end, so that every host leaves it at the same batch.)"""
+        return self.signal_name is not None and jax.process_count() == 1
 
     def should_stop(self, step: int, at_sync_point: bool) -> bool:
         """Whether to stop after `step` (all processes agree on the answer)."""

@@ -7,7 +7,7 @@ nothing is written before all of them pass (MODEL_DIR is not even created). See 
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -15,7 +15,7 @@ from absl import logging
 
 from simvlm_jax.data import bad_records, loader
 from simvlm_jax.data.feature_converter import model_input_specs
-from simvlm_jax.training import checkpoints, config_checks, memory_estimate
+from simvlm_jax.training import checkpoint_integrity, checkpoints, config_checks, memory_estimate
 from simvlm_jax.training.config_checks import ConfigError
 from simvlm_jax.training.trainer import TrainStateLayout
 
@@ -29,13 +29,19 @@ def preflight(
     restore_cfg=None,
     bad_record_policy: str = "skip",
     check_memory: bool = True,
-) -> tuple[TrainStateLayout, tuple]:
+    corrupt_checkpoint_policy: str = "fallback",
+) -> tuple[TrainStateLayout, Restore]:
     """Every check that needs no data and no compiled step. Returns the train state's layout (shapes only,
-    nothing allocated) and what to restore: (checkpoint dir or None, with the data iterator). Raises
-    ConfigError naming the problem and the fix; writes nothing."""
+    nothing allocated) and what to restore (`Restore`). Raises ConfigError naming the problem and the fix;
+    writes nothing."""
     try:
         if bad_record_policy not in bad_records.POLICIES:
             raise ConfigError(f"bad_record_policy must be one of {bad_records.POLICIES}, got {bad_record_policy!r}.")
+        if corrupt_checkpoint_policy not in CORRUPT_CHECKPOINT_POLICIES:
+            raise ConfigError(
+                f"corrupt_checkpoint_policy must be one of {CORRUPT_CHECKPOINT_POLICIES}, "
+                f"got {corrupt_checkpoint_policy!r}."
+            )
         if not isinstance(dataset_cfg.batch_size, int) or dataset_cfg.batch_size < 1:
             raise ConfigError(f"BATCH_SIZE must be a positive integer, got {dataset_cfg.batch_size!r}.")
         config_checks.check_supported_settings(dataset=dataset_cfg, save=save_cfg, restore=restore_cfg)
@@ -43,11 +49,11 @@ def preflight(
         loader.import_task_module(dataset_cfg.module)
         config_checks.check_training_config(model, dataset_cfg)
         layout_info = partitioner.get_data_layout(dataset_cfg.batch_size)
-        restore = _checkpoint_to_restore(model_dir, restore_cfg, save_cfg)
+        restore = _checkpoint_to_restore(model_dir, restore_cfg, save_cfg, corrupt_checkpoint_policy)
         shapes, types = model_input_specs(dataset_cfg.task_feature_lengths, dataset_cfg.batch_size)
         layout = TrainStateLayout(model, partitioner, shapes, types)
-        if restore[0] is not None:
-            config_checks.check_checkpoint_shapes(restore[0], _flat_shapes(layout.shapes.params))
+        if restore.path is not None:
+            config_checks.check_checkpoint_shapes(restore.path, _flat_shapes(layout.shapes.params))
     except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as error:
         if isinstance(error, ConfigError):
             raise
@@ -69,6 +75,7 @@ def check_counts(**counts: Optional[int]) -> None:
         "checkpoints_to_keep": "CHECKPOINTS_TO_KEEP",
         "stats_period": "train.stats_period",
         "relative_steps": "train.relative_steps",
+        "max_bad_records_in_a_row": "train.max_bad_records_in_a_row",
     }
     for name, value in counts.items():
         if value is None and name != "total_steps":
@@ -118,15 +125,38 @@ def check_dataset_matches(dataset, expected_shapes, num_hosts: int) -> None:
             )
 
 
-def _checkpoint_to_restore(model_dir, restore_cfg, save_cfg) -> tuple[Optional[str], bool]:
-    """(checkpoint dir, with data iterator): the newest checkpoint of this run, else the configured restore
-    path, else (None, False) for a fresh start. A configured path that does not exist is a ConfigError
-    unless `fallback_to_scratch`."""
-    own = checkpoints.latest_step(model_dir) if os.path.isdir(model_dir) else None
+CORRUPT_CHECKPOINT_POLICIES = ("fallback", "fail")
+
+
+class Restore(NamedTuple):
+    """What a run starts from: `path` (a checkpoint dir, None for a fresh start), whether the data iterator is
+    restored with it, and this run's newer checkpoints that failed verification ([(path, problem)]), to be
+    moved aside before training."""
+
+    path: Optional[str]
+    with_dataset: bool
+    corrupt: tuple = ()
+
+
+def _checkpoint_to_restore(model_dir, restore_cfg, save_cfg, corrupt_policy: str = "fallback") -> Restore:
+    """The newest checkpoint of this run that verifies, else the configured restore path, else a fresh start.
+    A corrupt newest checkpoint of this run is a ConfigError under `corrupt_policy='fail'`. A configured path
+    that does not exist is a ConfigError unless `fallback_to_scratch`; one that fails verification always is."""
+    own, corrupt = checkpoints.newest_verified(model_dir) if os.path.isdir(model_dir) else (None, [])
+    if corrupt and corrupt_policy == "fail":
+        path, problem = corrupt[0]
+        raise ConfigError(
+            f"{path} is corrupt: {problem}. Move it aside to resume from the checkpoint before it, or set "
+            "--gin.train.corrupt_checkpoint_policy=\"'fallback'\" to do that automatically."
+        )
     if own is not None:
-        return checkpoints.checkpoint_dir(model_dir, own), bool(save_cfg and save_cfg.save_dataset)
+        return Restore(
+            checkpoints.checkpoint_dir(model_dir, own), bool(save_cfg and save_cfg.save_dataset), tuple(corrupt)
+        )
+    if corrupt:
+        logging.warning("No complete checkpoint of this run verifies; starting as a new run.")
     if restore_cfg is None or not restore_cfg.path:
-        return None, False
+        return Restore(None, False, tuple(corrupt))
     configured = restore_cfg.path if isinstance(restore_cfg.path, str) else restore_cfg.path[0]
     if restore_cfg.mode == "specific" and not checkpoints.is_checkpoint_dir_name(configured):
         raise ConfigError(
@@ -135,7 +165,9 @@ def _checkpoint_to_restore(model_dir, restore_cfg, save_cfg) -> tuple[Optional[s
             "checkpoint of a model dir."
         )
     try:
-        return checkpoints.resolve_checkpoint_path(configured), bool(restore_cfg.restore_dataset)
+        path = checkpoints.resolve_checkpoint_path(configured)
+        checkpoint_integrity.verify(path)
+        return Restore(path, bool(restore_cfg.restore_dataset), tuple(corrupt))
     except FileNotFoundError as error:
         if not restore_cfg.fallback_to_scratch:
             raise ConfigError(
@@ -143,7 +175,7 @@ def _checkpoint_to_restore(model_dir, restore_cfg, save_cfg) -> tuple[Optional[s
                 "a checkpoint_<step> folder or a model dir that holds one."
             ) from None
         logging.warning("No checkpoint at %s; starting from scratch (fallback_to_scratch).", configured)
-        return None, False
+        return Restore(None, False, tuple(corrupt))
 
 
 def _flat_shapes(params) -> dict[str, tuple]:
