@@ -11,7 +11,6 @@ import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ["SIMVLM_IGNORE_T5X"] = "1"
 if "SIMVLM_DATA_DIR" not in os.environ:
     os.environ["SIMVLM_DATA_DIR"] = tempfile.mkdtemp(prefix="simvlm_test_data_")
 # One XLA compilation cache per session, shared with the subprocess tests: the tiny model's train step,

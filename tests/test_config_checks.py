@@ -80,6 +80,17 @@ def _config_error(tmp_path, *bindings: str) -> str:
         (["CHECKPOINTS_TO_KEEP = -1"], ["CHECKPOINTS_TO_KEEP must be a positive integer", "None keeps every"]),
         (["TRAIN_STEPS = 0"], ["total_steps (0) must be larger than start_step (0): set TRAIN_STEPS above"]),
         (["train.bad_record_policy = 'skipp'"], ["bad_record_policy must be one of"]),
+        (["train.max_bad_records_in_a_row = 0"], ["train.max_bad_records_in_a_row must be a positive integer"]),
+        (["train.corrupt_checkpoint_policy = 'ignore'"], ["corrupt_checkpoint_policy must be one of"]),
+        # A full-size preset on the 2,000-piece embedded vocabulary (what an unset $SIMVLM_SPM_MODEL gives).
+        (
+            ["network.SimVLMConfig.preset = 'base'", "network.SimVLMConfig.dtype = 'float32'"],
+            [
+                "VOCABULARY has 2000 ids but SimVLM-base's embedding table has 32000 rows",
+                "Set $SIMVLM_SPM_MODEL to a 32000-piece SentencePiece model",
+                "--gin.train.allow_vocabulary_size_mismatch=True",
+            ],
+        ),
         # T5X settings this trainer does not implement are refused, never ignored.
         (
             ["utils.SaveCheckpointConfig.dtype = 'bfloat16'"],
@@ -217,3 +228,13 @@ def test_image_size_and_feature_length_checks_directly():
         config_checks.check_image_size(20, vit)
     with pytest.raises(config_checks.ConfigError, match="'targets'"):
         config_checks.check_feature_lengths({"inputs": 4, "image": 64}, config)
+
+
+def test_a_smaller_vocabulary_is_refused_for_full_size_presets_only():
+    vocabulary = SimpleNamespace(vocab_size=2000)
+    config_checks.check_vocabulary(vocabulary, tiny_config(vocab_size=3000))  # tiny: fine
+    with pytest.raises(config_checks.ConfigError, match="SimVLM-large's embedding table has 32000 rows"):
+        config_checks.check_vocabulary(vocabulary, SimpleNamespace(vocab_size=32000, preset="large"))
+    config_checks.check_vocabulary(
+        vocabulary, SimpleNamespace(vocab_size=32000, preset="large"), allow_size_mismatch=True
+    )

@@ -296,3 +296,31 @@ def test_embedded_command_line_prints_paths_and_counts(prepared, capsys):
     assert prepared["vocabulary"] in out
     assert f"train={SMALL_SIZES['train']}" in out
     assert f"heldout={SMALL_SIZES['heldout']}" in out
+
+
+def test_vocabulary_from_a_seqio_task_and_a_file(embedded_data_dir, tmp_path, capsys):
+    """`--task` reads a registered task's raw texts (here the scene captions, field `caption`), mixed with a
+    text file; the model has the T5 layout and covers both."""
+    from simvlm_jax.data import vocabulary as vocabulary_cli
+
+    extra = tmp_path / "extra.txt"
+    extra.write_text("zebra crossing\n" * 20, encoding="utf-8")
+    prefix = str(tmp_path / "from_task")
+    argv = [
+        "--task=embedded_scenes_prefixlm",
+        "--task_module=simvlm_jax.tasks",
+        "--text_key=caption",
+        "--max_texts=600",
+        f"--input={extra}",
+        f"--model_prefix={prefix}",
+        "--vocab_size=80",
+        "--model_type=bpe",
+    ]
+    assert vocabulary_cli.main(argv) == 0
+    processor = spm.SentencePieceProcessor(model_file=capsys.readouterr().out.strip())
+    assert processor.get_piece_size() == 80
+    assert (processor.pad_id(), processor.eos_id(), processor.unk_id(), processor.bos_id()) == (0, 1, 2, -1)
+    for text in ["a large red circle above a small blue square", "zebra crossing"]:
+        assert processor.unk_id() not in processor.encode(text) and processor.decode(processor.encode(text)) == text
+    with pytest.raises(ValueError, match="has no field 'text'"):
+        vocabulary_cli.main(argv[:2] + [f"--model_prefix={prefix}2", "--vocab_size=80"])

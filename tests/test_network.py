@@ -28,7 +28,7 @@ from simvlm_jax.network.attention import (
 
 ALLOWED_AXES = {
     "vocab", "embed", "mlp", "heads", "kv", "conv_height", "conv_width", "conv_in", "conv_out",
-    "image_positions", "text_positions", "image_index",
+    "image_positions", "text_positions", "image_index", "relpos_buckets",
 }  # fmt: skip
 
 # Backend optimisation off: compiles 2-4x faster, and these tiny programs run in milliseconds anyway.
@@ -148,6 +148,33 @@ def test_stem_depths_build_with_documented_token_counts(blocks, tokens):
     assert ("image_projection" in variables["params"]) == (blocks > 0)
 
 
+@pytest.mark.parametrize("blocks", [0, 1, 2, 3, 4])
+def test_every_stem_depth_gives_16_tokens_at_image_token_stride_16(blocks):
+    """The conv-block ablation at equal compute in the Transformer: 64x64 images -> a 4x4 grid whatever k
+    (k = 1, 2 merge 4x4 / 2x2 neighbourhoods of their finer grid; k = 4 runs its last stage at stride 1)."""
+    cfg = tiny_config(num_conv_blocks=blocks, image_token_stride=16)
+    assert cfg.num_image_tokens == 16 and cfg.image_grid() == (4, 4)
+    variables = _abstract_variables(cfg)
+    encoded, _ = jax.eval_shape(
+        functools.partial(SimVLMNetwork(cfg).apply, method=SimVLMNetwork.encode), variables, *_inputs(cfg)[:3]
+    )
+    assert encoded.shape == (2, 16 + 5, cfg.emb_dim)
+    if blocks:
+        projection = variables["params"]["image_projection"]["kernel"]
+        assert projection.shape == (cfg.stem_features, cfg.emb_dim)
+    assert _count(variables["params"]) == expected_param_count(cfg)
+
+
+def test_space_to_depth_keeps_every_value_in_its_neighbourhood():
+    from simvlm_jax.network.conv_stem import space_to_depth
+
+    x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+    y = space_to_depth(x, 2)
+    assert y.shape == (2, 2, 3, 12)
+    np.testing.assert_array_equal(y[1, 1, 2].reshape(2, 2, 3), x[1, 2:4, 4:6])
+    assert space_to_depth(jnp.ones((1, 5, 5, 1)), 2).shape == (1, 3, 3, 4)  # zero-padded edges
+
+
 def test_bfloat16_compute_keeps_float32_params_and_logits():
     cfg = tiny_config(dtype="bfloat16")
     variables = _abstract_variables(cfg)
@@ -211,6 +238,37 @@ def test_text_only_example_is_blind_to_its_image():
     assert not np.allclose(logits[1], changed[1], atol=1e-4)
 
 
+def test_an_empty_encoder_contributes_exactly_nothing():
+    """A text-only example with an empty prefix (k = 0: plain LM) has no valid encoder token: its logits
+    equal those of a decoder whose cross-attention is removed, whatever its pixels, padding tokens or
+    encoder parameters; an attention whose mask row is all False returns exactly zero."""
+    from simvlm_jax.network.attention import MultiHeadAttention
+
+    images, image_mask, enc, dec_in, targets = _inputs(TINY)
+    image_mask[0] = 0.0
+    enc[0] = 0  # no prefix at all
+    params = _params(TINY)
+    logits = _run(TINY)(params, images, image_mask, enc, dec_in, targets)[2]
+    changed = _run(TINY)(params, images + 3.0, image_mask, enc, dec_in, targets)[2]
+    np.testing.assert_array_equal(logits[0], changed[0])
+    # Zeroing every cross-attention output projection (kernel and bias) changes nothing for example 0.
+    flat = traverse_util.flatten_dict(params)
+    no_cross = traverse_util.unflatten_dict(
+        {k: (jnp.zeros_like(v) if "encoder_decoder_attention" in k else v) for k, v in flat.items()}
+    )
+    without = _run(TINY)(no_cross, images, image_mask, enc, dec_in, targets)[2]
+    np.testing.assert_array_equal(logits[0], without[0])
+    assert not np.allclose(logits[1], without[1], atol=1e-4)  # example 1 does use its encoder
+
+    attention = MultiHeadAttention(num_heads=2, head_dim=4)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 8)), jnp.float32)
+    mask = jnp.ones((2, 1, 3, 3), bool).at[0].set(False)
+    variables = attention.init(jax.random.PRNGKey(0), x, x, mask)
+    variables = jax.tree.map(lambda v: v + 0.3, variables)  # nonzero biases too
+    out = attention.apply(variables, x, x, mask)
+    assert np.all(np.asarray(out[0]) == 0.0) and np.all(np.abs(np.asarray(out[1])) > 0)
+
+
 def test_prefix_is_bidirectional_and_suffix_causal():
     images, image_mask, enc, dec_in, targets = _inputs(TINY)
     params = _params(TINY)
@@ -272,7 +330,9 @@ def expected_param_count(cfg: SimVLMConfig) -> int:
     attention = 4 * d * hk + 3 * hk + d  # q, k, v [d, h, k] + out [h, k, d] kernels; their biases
     mlp = 2 * d * m + m + d  # wi [d, m] + wo [m, d] kernels; their biases
     norm = 2 * d  # scale + bias
-    encoder = cfg.num_encoder_layers * (2 * norm + attention + mlp) + norm
+    grid_h, grid_w = cfg.image_grid()
+    relative = (2 * grid_h - 1) * (2 * grid_w - 1) * cfg.num_heads if cfg.image_relative_position else 0
+    encoder = cfg.num_encoder_layers * (2 * norm + attention + mlp + relative) + norm
     decoder = cfg.num_decoder_layers * (3 * norm + 2 * attention + mlp) + norm
     tables = (cfg.vocab_size + 2 * cfg.max_text_length + cfg.num_image_tokens) * d
     tables += d * cfg.max_images if cfg.max_images > 1 else 0
@@ -292,7 +352,7 @@ def expected_param_count(cfg: SimVLMConfig) -> int:
                 if block == 0:  # projection shortcut (width or stride changes) + norm
                     stem += c_in * out + 2 * out
             prev = out
-        stem += prev * d + d  # Dense projection of the stem features to emb_dim
+        stem += cfg.stem_features * d + d  # Dense projection of the (merged) stem features to emb_dim
     return encoder + decoder + tables + stem
 
 

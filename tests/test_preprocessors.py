@@ -64,6 +64,36 @@ def test_overlong_text_is_cropped_to_what_fits():
     assert inputs + targets == list(range(1, LENGTHS["inputs"] + LENGTHS["targets"]))
 
 
+def test_long_documents_get_every_prefix_length_from_anywhere_in_the_document():
+    """random_window=True (text-only tasks): on documents far longer than the window, k covers its whole
+    range 0 .. inputs about uniformly, the window starts all over the document, and the prefix and target are
+    contiguous pieces of it (targets full)."""
+    max_in, max_t = LENGTHS["inputs"], LENGTHS["targets"]
+    document = list(range(1, 201))
+    out = _split([document] * 700, seed=5, random_window=True)
+    prefix_lengths = np.bincount([len(i) for i, _ in out], minlength=max_in + 1)
+    assert len(prefix_lengths) == max_in + 1 and prefix_lengths.min() >= 60, prefix_lengths  # 100 expected each
+    starts = []
+    for inputs, targets in out:
+        assert len(targets) == max_t - 1
+        piece = inputs + targets
+        start = piece[0] - 1
+        assert piece == document[start : start + len(piece)]
+        starts.append(start)
+    assert min(starts) < 10 and max(starts) > 180  # the whole document is used
+    # Without the window (captions), a long text is cropped to its start and k is forced to fill the encoder.
+    cropped = _split([document] * 20, seed=5)
+    assert {len(i) for i, _ in cropped} == {max_in} and all(i[0] == 1 for i, _ in cropped)
+    # Short texts split as before, window or not.
+    short = [list(range(10, 10 + n)) for n in (1, 3, 7, 10)] * 4
+    assert _split(short, seed=3, random_window=True) == _split(short, seed=3)
+
+
+def test_plain_language_modelling_on_long_documents_has_an_empty_prefix():
+    out = _split([list(range(1, 100))] * 10, seed=1, random_window=True, max_prefix_tokens=0)
+    assert all(inputs == [] and len(targets) == LENGTHS["targets"] - 1 for inputs, targets in out)
+
+
 def _example(tokens, image_value, has_image):
     return {
         "inputs": np.asarray(tokens[:2], np.int32),

@@ -85,3 +85,21 @@ def test_embedded_mixture_batches_both_sources(embedded_data_dir):
     text_only = float(np.mean(masks == 0.0))
     assert 0.03 < text_only < 0.25, text_only  # rate 8:1 -> about 11% text-only
     assert set(np.unique(masks)) == {0.0, 1.0}
+
+
+def test_the_plain_lm_ablation_has_no_text_in_the_encoder(embedded_data_dir):
+    """embedded_plain_lm_mix: image -> whole caption, documents -> a window predicted from nothing (the text-only
+    examples have an empty encoder, which the network handles: test_network.py)."""
+    ds = seqio.get_dataset(
+        "embedded_plain_lm_mix",
+        {"inputs": 32, "targets": 32, "image": 64},
+        dataset_split="train",
+        shuffle=True,
+        seed=1,
+        feature_converter=SimVLMFeatureConverter(pack=False),
+    )
+    batch = next(ds.batch(64).as_numpy_iterator())
+    assert not batch["encoder_input_tokens"].any()
+    text_only = batch["encoder_image_mask"].reshape(64) == 0
+    assert text_only.any() and (~text_only).any()
+    assert (batch["decoder_target_tokens"][text_only] > 0).sum(axis=1).min() == 32  # full windows of long docs

@@ -49,8 +49,10 @@ def get_dataset(
         seed=cfg.seed,
         trim_output_features=cfg.trim_output_features,
     )
-    dataset = dataset.batch(cfg.batch_size // num_shards, drop_remainder=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # Exactly T5X's pipeline (t5x.utils.get_dataset: batch, no trailing prefetch): a tf.data iterator
+    # checkpoint restores only into a pipeline of the same structure, so either trainer resumes the other's
+    # data iterator. Batches are read ahead by the train loop's reader thread (training/prefetch.py) instead.
+    return dataset.batch(cfg.batch_size // num_shards, drop_remainder=True)
 
 
 def task_names(mixture_or_task_name: str, split: str) -> list[str]:

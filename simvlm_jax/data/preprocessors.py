@@ -211,29 +211,65 @@ def prefix_lm_split(
     min_prefix_tokens: int = 0,
     max_prefix_tokens: Optional[int] = None,
     min_target_tokens: int = 1,
+    random_window: bool = False,
 ) -> tf.data.Dataset:
-    """The PrefixLM split: the first k text tokens join the image in the encoder, the rest are targets.
+    """The PrefixLM split: k text tokens join the image (if any) in the encoder, the text after them is the
+    target.
 
-    k is drawn uniformly from `prefix_split_bounds` with a stateless RNG whose seed SeqIO derives from
-    the dataset seed, so the split is deterministic given `seed` (and random when seed is None).
-    A text longer than inputs + targets - 1 tokens is cropped to its beginning first.
-    `max_prefix_tokens=0` gives plain captioning (the whole caption is the target).
+    A text that fits (at most inputs + targets - 1 tokens, one target slot being EOS's) is split at its
+    beginning: k is drawn uniformly from `prefix_split_bounds`, inputs = its first k tokens, targets = the
+    rest. A longer text is handled by `random_window`:
 
-    Emits `inputs` int32 [k] and `targets` int32 [n - k]; drops `text_tokens`.
+    - False (captions, and any text whose beginning matters): cropped to its first inputs + targets - 1
+      tokens, then split as above (for a long text k is then forced to fill the encoder).
+    - True (text-only documents, the paper's "same random split" on C4): k is drawn uniformly from
+      [min_prefix_tokens, min(inputs, max_prefix_tokens, n - min_target_tokens)], then the window's start s
+      uniformly among the positions that leave k prefix tokens and a full target (targets - 1 tokens) in the
+      text; inputs = tokens[s : s + k], targets = the next targets - 1 tokens. Every prefix length is as
+      likely for a long document as for a short text, and every part of the document is used.
+
+    All draws use stateless RNGs whose seed SeqIO derives from the dataset seed, so the split is
+    deterministic given `seed` (and random when seed is None). `max_prefix_tokens=0` gives plain
+    captioning / plain language modelling (the whole text is the target).
+
+    Emits `inputs` int32 [k] and `targets` int32; drops `text_tokens`.
     """
     max_inputs = int(sequence_length["inputs"])
     max_targets = int(sequence_length["targets"])
     if max_targets < 2:
         raise ValueError(f"TASK_FEATURE_LENGTHS['targets'] must be >= 2 (a token and EOS), got {max_targets}.")
+    fits = max_inputs + max_targets - 1
 
-    @seqio.map_over_dataset(num_seeds=1)
-    def split(ex, seed):
-        tokens = ex.pop("text_tokens")[: max_inputs + max_targets - 1]
+    def split_beginning(tokens, seed):
+        tokens = tokens[:fits]
         low, high = prefix_split_bounds(
             tf.size(tokens), max_inputs, max_targets, min_prefix_tokens, max_prefix_tokens, min_target_tokens
         )
         k = tf.random.stateless_uniform((), seed=seed, minval=low, maxval=high + 1, dtype=tf.int32)
-        return {**ex, "inputs": tokens[:k], "targets": tokens[k:]}
+        return tokens[:k], tokens[k:]
+
+    def split_window(tokens, seed):
+        n = tf.size(tokens)
+        high = tf.minimum(max_inputs, n - min_target_tokens)
+        if max_prefix_tokens is not None:
+            high = tf.minimum(high, max_prefix_tokens)
+        low = tf.minimum(min_prefix_tokens, high)
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        k = tf.random.stateless_uniform((), seed=seeds[0], minval=low, maxval=high + 1, dtype=tf.int32)
+        last_start = tf.maximum(n - k - (max_targets - 1), 0)
+        start = tf.random.stateless_uniform((), seed=seeds[1], minval=0, maxval=last_start + 1, dtype=tf.int32)
+        return tokens[start : start + k], tokens[start + k : start + k + max_targets - 1]
+
+    @seqio.map_over_dataset(num_seeds=1)
+    def split(ex, seed):
+        tokens = ex.pop("text_tokens")
+        if random_window:
+            inputs, targets = tf.cond(
+                tf.size(tokens) > fits, lambda: split_window(tokens, seed), lambda: split_beginning(tokens, seed)
+            )
+        else:
+            inputs, targets = split_beginning(tokens, seed)
+        return {**ex, "inputs": inputs, "targets": targets}
 
     return split(dataset)
 

@@ -5,16 +5,22 @@ Models trained here use pad=0, eos=1, unk=2 and no bos, the layout that
 byte-identical `.model` file (every line is used, in the given order, on one thread, and no file
 path enters the model proto).
 
-Command line, to build a vocabulary from your own text files (one sentence or document per line):
+Command line, to build a vocabulary from your own text files (one sentence or document per line), from
+the raw records of a registered SeqIO task or mixture, or both:
 
     python -m simvlm_jax.data.vocabulary --input=a.txt --input=b.txt \
-        --model_prefix=/tmp/my_vocab --vocab_size=2000
+        --model_prefix=/tmp/my_vocab --vocab_size=32000
+    python -m simvlm_jax.data.vocabulary --task=my_pairs --task_module=my_tasks --text_key=text \
+        --max_texts=2000000 --model_prefix=/tmp/my_vocab --vocab_size=32000
+
+Then `export SIMVLM_SPM_MODEL=/tmp/my_vocab.model` for the full-size gins (docs/data.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import sys
 import uuid
@@ -115,6 +121,32 @@ def _read_lines(paths: Sequence[str]) -> Iterator[str]:
             yield from f
 
 
+def task_texts(name: str, split: str = "train", text_key: str = "text", module: str | None = None) -> Iterator[str]:
+    """The `text_key` field of the raw records of SeqIO task or mixture `name` (its sources, in order, before
+    any preprocessing), decoded as UTF-8; records whose field is not valid UTF-8 are skipped."""
+    import importlib
+
+    import seqio
+
+    if module:
+        importlib.import_module(module)
+    provider = seqio.get_mixture_or_task(name)
+    tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+    for task in tasks:
+        if split not in task.source.splits:
+            continue
+        dataset = task.source.get_dataset(split=split, shuffle=False)
+        if text_key not in dataset.element_spec:
+            raise ValueError(
+                f"Task {task.name!r} has no field {text_key!r}; its fields: {sorted(dataset.element_spec)}"
+            )
+        for record in dataset.as_numpy_iterator():
+            try:
+                yield record[text_key].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m simvlm_jax.data.vocabulary",
@@ -123,14 +155,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--input",
         action="append",
-        required=True,
+        default=[],
         help="UTF-8 text file, one text a line; repeat the flag for more files.",
     )
+    parser.add_argument("--task", action="append", default=[], help="A SeqIO task or mixture to read texts from.")
+    parser.add_argument("--task_module", default=None, help="Module that registers --task (e.g. my_tasks).")
+    parser.add_argument("--split", default="train", help="Split of --task.")
+    parser.add_argument("--text_key", default="text", help="Field of --task's raw records that holds the text.")
+    parser.add_argument("--max_texts", type=int, default=None, help="Use at most this many texts in all.")
     parser.add_argument("--model_prefix", required=True, help="Output path without extension.")
     parser.add_argument("--vocab_size", type=int, required=True, help="Number of pieces.")
     parser.add_argument("--model_type", default="unigram", choices=MODEL_TYPES)
     args = parser.parse_args(argv)
-    path = train_sentencepiece(_read_lines(args.input), args.model_prefix, args.vocab_size, model_type=args.model_type)
+    if not args.input and not args.task:
+        parser.error("give --input files and/or --task names")
+    texts = itertools.chain(
+        _read_lines(args.input),
+        *(task_texts(name, args.split, args.text_key, args.task_module) for name in args.task),
+    )
+    if args.max_texts:
+        texts = itertools.islice(texts, args.max_texts)
+    path = train_sentencepiece(texts, args.model_prefix, args.vocab_size, model_type=args.model_type)
     print(path)
     return 0
 

@@ -2,8 +2,11 @@
 
 Masks are boolean arrays shaped [batch, 1, q_len, k_len] (the 1 broadcasts over heads): True means
 "query i may attend to key j". `mask_to_bias` turns one into an additive bias of 0 / -1e10; a large
-finite value, not -inf, so that a query with no valid key (a padding query) gets a uniform average
-instead of NaN. Such rows are garbage, and every later consumer masks them out.
+finite value, not -inf, so that a query with no valid key gets no NaN; the attention's output for such a
+query is then set to exactly zero (bias included), so that nothing reaches it. That matters beyond padding
+queries: a text-only example with an empty prefix (k = 0, or plain language modelling) has no valid
+encoder token at all, and its decoder's cross-attention must contribute nothing rather than a uniform
+average over masked image and padding rows.
 
 Worked example: one image of 2 tokens, then the text prefix "a b" and one pad (id 0). The encoder
 sequence is [img0, img1, a, b, <pad>]; a token is valid when it is an image token of a present image
@@ -134,13 +137,15 @@ class MultiHeadAttention(nn.Module):
         inputs_q: Array,
         inputs_kv: Array,
         mask: Array | None = None,
+        bias: Array | None = None,
         *,
         enable_dropout: bool = False,
         decode: bool = False,
         decode_index: Array | None = None,
     ) -> Array:
         """inputs_q [batch, q_len, embed], inputs_kv [batch, k_len, embed],
-        mask [batch, 1, q_len, k_len] bool or None -> [batch, q_len, embed]."""
+        mask [batch, 1, q_len, k_len] bool or None, bias [1 or batch, heads, q_len, k_len] float (added to
+        the logits, e.g. the image relative positions) or None -> [batch, q_len, embed]."""
         projection = functools.partial(
             DenseGeneral,
             features=(self.num_heads, self.head_dim),
@@ -159,10 +164,15 @@ class MultiHeadAttention(nn.Module):
 
         if self.impl == "fused" and not (enable_dropout and self.dropout_rate > 0):
             out = jax.nn.dot_product_attention(
-                query, key, value, mask=mask, scale=self.head_dim**-0.5
+                query,
+                key,
+                value,
+                bias=None if bias is None else bias.astype(query.dtype),
+                mask=mask,
+                scale=self.head_dim**-0.5,
             )  # [batch, q_len, heads, kv]
         else:
-            out = self._einsum_attention(query, key, value, mask, enable_dropout)
+            out = self._einsum_attention(query, key, value, mask, bias, enable_dropout)
         out = with_sharding_constraint(out, ("batch", "length", "heads", "kv"))
         out = DenseGeneral(
             inputs_q.shape[-1],
@@ -171,16 +181,21 @@ class MultiHeadAttention(nn.Module):
             dtype=self.dtype,
             name="out",
         )(out)
+        if mask is not None:  # a query with no valid key gets exactly zero (see the module docstring)
+            has_key = jnp.any(mask, axis=-1)[:, 0, :, None]  # [batch, q_len, 1]
+            out = jnp.where(has_key, out, jnp.zeros((), out.dtype))
         return with_sharding_constraint(out, ("batch", "length", "embed"))  # [batch, q_len, embed]
 
     def _einsum_attention(
-        self, query: Array, key: Array, value: Array, mask: Array | None, enable_dropout: bool
+        self, query: Array, key: Array, value: Array, mask: Array | None, bias: Array | None, enable_dropout: bool
     ) -> Array:
-        """q [b, q, h, d], k and v [b, k, h, d], mask [b, 1, q, k] -> [b, q, h, d]."""
+        """q [b, q, h, d], k and v [b, k, h, d], mask [b, 1, q, k], bias [1 or b, h, q, k] -> [b, q, h, d]."""
         query = query * jnp.asarray(self.head_dim**-0.5, self.dtype)
         logits = jnp.einsum(
             "bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32
         )  # [batch, heads, q_len, k_len]
+        if bias is not None:
+            logits = logits + bias.astype(jnp.float32)
         if mask is not None:
             logits = logits + mask_to_bias(mask, jnp.float32)
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)

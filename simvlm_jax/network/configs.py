@@ -125,6 +125,11 @@ class SimVLMConfig:
     stem_blocks_per_stage: Optional[tuple[int, ...]] = None
     # Kernel and stride of the linear patch embedding (used only when num_conv_blocks == 0).
     patch_size: int = 16
+    # Pixels per image token, made equal whatever num_conv_blocks (the conv-block ablation at equal token
+    # counts): None keeps each stem's own stride (2**(k+1); patch_size for k = 0); 16 merges the s x s
+    # neighbourhoods of a finer grid into one token (k = 1, 2: space-to-depth by 16 / stride) and runs
+    # the stages past that stride at stride 1 (k = 4). Must equal patch_size when num_conv_blocks == 0.
+    image_token_stride: Optional[int] = None
     # Square image side the image position table is built for (other sizes resize the table).
     image_size: Optional[int] = None
     # Colour channels of the input image.
@@ -133,6 +138,9 @@ class SimVLMConfig:
     max_text_length: Optional[int] = None
     # Images per example; above 1 a learned image-index embedding tells the images apart.
     max_images: int = 1
+    # A learned 2D relative position bias among the patches of each image in every encoder layer
+    # (network/relative_position.py); False removes it (an ablation).
+    image_relative_position: bool = True
     # Dropout on embeddings, attention probabilities, MLP hidden units and residual branches.
     dropout_rate: float = 0.0
     # Compute dtype of activations ('float32' or 'bfloat16'); parameters are always float32.
@@ -190,6 +198,12 @@ class SimVLMConfig:
             raise ValueError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
+        stride = self.image_token_stride
+        if stride is not None:
+            if self.num_conv_blocks == 0 and stride != self.patch_size:
+                raise ValueError("image_token_stride must equal patch_size for the patch stem (num_conv_blocks=0)")
+            if self.num_conv_blocks > 0 and (not isinstance(stride, int) or stride < 4 or stride & (stride - 1)):
+                raise ValueError(f"image_token_stride must be a power of 2 of at least 4, got {stride!r}")
         if self.max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {self.max_images}")
         # Lists (e.g. from gin) become tuples so that the config stays hashable.
@@ -199,7 +213,15 @@ class SimVLMConfig:
     def stem_stride(self) -> int:
         """Pixels per image token along each side: patch_size for the ViT stem; for k conv blocks
         2**(k + 1) (stride-2 root conv, stride-2 max pool, stride 2 in every stage after the first)."""
+        if self.image_token_stride is not None:
+            return self.image_token_stride
         return self.patch_size if self.num_conv_blocks == 0 else 2 ** (self.num_conv_blocks + 1)
+
+    @property
+    def conv_stride(self) -> int:
+        """The stride the conv stages themselves reach (<= stem_stride); the rest is space-to-depth."""
+        natural = 2 ** (self.num_conv_blocks + 1)
+        return min(natural, self.stem_stride) if self.num_conv_blocks > 0 else self.patch_size
 
     def image_grid(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
         """Feature-grid size (h, w) the stem makes of a height x width image (default image_size)."""
@@ -221,7 +243,8 @@ class SimVLMConfig:
         """Channels of the stem's output grid (before the projection to emb_dim)."""
         if self.num_conv_blocks == 0:
             return self.emb_dim  # the patch conv projects straight to the model width
-        return 4 * self.stem_width * 2 ** (self.num_conv_blocks - 1)
+        merged = (self.stem_stride // self.conv_stride) ** 2  # space-to-depth of a finer grid
+        return 4 * self.stem_width * 2 ** (self.num_conv_blocks - 1) * merged
 
 
 def get_config(name: str, **overrides: Any) -> SimVLMConfig:

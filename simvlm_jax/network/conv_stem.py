@@ -129,6 +129,18 @@ def max_pool_3x3_stride_2(x: Array) -> Array:
     return functools.reduce(jnp.maximum, windows)
 
 
+def space_to_depth(x: Array, factor: int) -> Array:
+    """[batch, h, w, C] -> [batch, ceil(h / f), ceil(w / f), f * f * C]: each f x f neighbourhood becomes one
+    position (zero-padded at the bottom and right edges); f = 1 returns x."""
+    if factor == 1:
+        return x
+    batch, height, width, channels = x.shape
+    out_h, out_w = -(-height // factor), -(-width // factor)
+    x = jnp.pad(x, ((0, 0), (0, out_h * factor - height), (0, out_w * factor - width), (0, 0)))
+    x = x.reshape(batch, out_h, factor, out_w, factor, channels)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(batch, out_h, out_w, factor * factor * channels)
+
+
 class Bottleneck(nn.Module):
     """ResNet v1.5 bottleneck: 1x1 -> 3x3 (carries the stride) -> 1x1 with 4x wider output.
 
@@ -186,13 +198,17 @@ class ConvStem(nn.Module):
         x = Conv(cfg.stem_width, 7, strides=2, dtype=dtype, name="root_conv")(images)
         x = nn.relu(GroupNorm(cfg.stem_norm_groups, dtype=dtype, name="root_norm")(x))
         x = max_pool_3x3_stride_2(x)  # [batch, H / 4, W / 4, stem_width]
+        stride = 4
         for stage in range(cfg.num_conv_blocks):
+            stage_stride = 2 if stage > 0 and stride < cfg.conv_stride else 1
+            stride *= stage_stride
             for block in range(cfg.stem_blocks_per_stage[stage]):
                 x = Bottleneck(
                     width=cfg.stem_width * 2**stage,
-                    strides=2 if stage > 0 and block == 0 else 1,
+                    strides=stage_stride if block == 0 else 1,
                     max_groups=cfg.stem_norm_groups,
                     dtype=dtype,
                     name=f"stage{stage + 1}_block{block + 1}",
                 )(x)
-        return x  # [batch, h, w, 4 * stem_width * 2**(num_conv_blocks - 1)]
+        # [batch, H / conv_stride, W / conv_stride, 4 * stem_width * 2**(num_conv_blocks - 1)]
+        return space_to_depth(x, cfg.stem_stride // cfg.conv_stride)

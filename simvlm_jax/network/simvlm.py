@@ -92,8 +92,8 @@ class SimVLMNetwork(nn.Module):
             table = table.reshape(grid_h * grid_w, -1)
         return jnp.asarray(table, jnp.dtype(self.config.dtype))
 
-    def embed_images(self, images: Array) -> Array:
-        """images [B, N, H, W, C] -> image tokens [B, N * T, embed]."""
+    def embed_images(self, images: Array) -> tuple[Array, tuple[int, int]]:
+        """images [B, N, H, W, C] -> (image tokens [B, N * T, embed], the feature grid (h, w), T = h * w)."""
         cfg = self.config
         batch, num_images, height, width, channels = images.shape
         features = self.image_stem(images.reshape(batch * num_images, height, width, channels))
@@ -107,7 +107,7 @@ class SimVLMNetwork(nn.Module):
             index = self.image_index_embedding(jnp.arange(num_images))  # [N, embed]
             tokens = tokens + index[None, :, None, :]
         tokens = tokens.reshape(batch, num_images * grid_h * grid_w, cfg.emb_dim)
-        return with_sharding_constraint(tokens, ("batch", "length", "embed"))
+        return with_sharding_constraint(tokens, ("batch", "length", "embed")), (grid_h, grid_w)
 
     # ------------------------------------------------------------------ public API
 
@@ -152,14 +152,14 @@ class SimVLMNetwork(nn.Module):
         if text_length > cfg.max_text_length:
             raise ValueError(f"text prefix length {text_length} > max_text_length {cfg.max_text_length}")
 
-        image_tokens = self.embed_images(images)  # [B, N*T, D]
+        image_tokens, grid = self.embed_images(images)  # [B, N*T, D], (h, w)
         tokens_per_image = image_tokens.shape[1] // num_images
         text_tokens = (
             self.shared_embedding(encoder_input_tokens) + self.text_position_embedding(jnp.arange(text_length))[None]
         )  # [B, L_enc, D]
         x = jnp.concatenate([image_tokens, text_tokens], axis=1)  # [B, N*T + L_enc, D]
         encoder_mask = encoder_valid_mask(image_present, tokens_per_image, encoder_input_tokens)
-        encoded = self.encoder(x, encoder_self_mask(encoder_mask), enable_dropout)
+        encoded = self.encoder(x, encoder_self_mask(encoder_mask), (*grid, num_images), enable_dropout)
         return encoded, encoder_mask
 
     def decode(

@@ -25,6 +25,7 @@ from flax.linen import partitioning as nn_partitioning
 from simvlm_jax.network.attention import MultiHeadAttention, cross_mask, decoder_causal_mask
 from simvlm_jax.network.configs import SimVLMConfig
 from simvlm_jax.network.layers import Embed, LayerNorm, MlpBlock, dropout, with_sharding_constraint
+from simvlm_jax.network.relative_position import ImageRelativePositionBias, bucket_index
 
 Array = jax.Array
 
@@ -108,11 +109,18 @@ class EncoderLayer(nn.Module):
     config: SimVLMConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, enable_dropout: bool = False):
-        """mask: [batch, 1, len, len] bool (encoder_self_mask). Returns x, or (x, None) when scanned."""
+    def __call__(self, x: Array, mask: Array, relpos_index: Array | None, enable_dropout: bool = False):
+        """mask: [batch, 1, len, len] bool (encoder_self_mask); relpos_index: [len, len] int32 image
+        relative-position buckets (`relative_position.bucket_index`), or None when the config has no such
+        term. Returns x, or (x, None) when scanned."""
         cfg = self.config
+        bias = None
+        if cfg.image_relative_position:
+            bias = ImageRelativePositionBias(cfg.num_heads, cfg.image_grid(), name="image_relative_position")(
+                relpos_index
+            )
         h = _norm(cfg, "pre_attention_layer_norm")(x)
-        h = _attention(cfg, "attention")(h, h, mask, enable_dropout=enable_dropout)
+        h = _attention(cfg, "attention")(h, h, mask, bias, enable_dropout=enable_dropout)
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
         h = _norm(cfg, "pre_mlp_layer_norm")(x)
         h = _mlp(cfg)(h, enable_dropout=enable_dropout)
@@ -162,17 +170,25 @@ class Encoder(nn.Module):
     config: SimVLMConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, enable_dropout: bool = False) -> Array:
-        """x [batch, len, embed], mask [batch, 1, len, len] -> [batch, len, embed]."""
+    def __call__(
+        self, x: Array, mask: Array, image_layout: tuple[int, int, int] = (0, 0, 0), enable_dropout: bool = False
+    ) -> Array:
+        """x [batch, len, embed], mask [batch, 1, len, len] -> [batch, len, embed]. `image_layout` is
+        (grid_h, grid_w, num_images) of the image tokens at the start of x (for the relative positions)."""
         cfg = self.config
         x = dropout(x, cfg.dropout_rate, enable_dropout)
         x = with_sharding_constraint(jnp.asarray(x, jnp.dtype(cfg.dtype)), _ACTIVATION_AXES)
+        relpos_index = None
+        if cfg.image_relative_position:
+            grid_h, grid_w, num_images = image_layout
+            text_length = x.shape[1] - num_images * grid_h * grid_w
+            relpos_index = bucket_index((grid_h, grid_w), num_images, text_length, cfg.image_grid())
         layer = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers)
         if cfg.scan_layers:
-            x, _ = layer(cfg, name="layers")(x, mask, enable_dropout)
+            x, _ = layer(cfg, name="layers")(x, mask, relpos_index, enable_dropout)
         else:
             for i in range(cfg.num_encoder_layers):
-                x = layer(cfg, name=f"layers_{i}")(x, mask, enable_dropout)
+                x = layer(cfg, name=f"layers_{i}")(x, mask, relpos_index, enable_dropout)
         x = _norm(cfg, "encoder_norm")(x)
         return dropout(x, cfg.dropout_rate, enable_dropout)
 

@@ -49,13 +49,14 @@ def image_text_preprocessors(
 
 
 def text_only_preprocessors(text_key: str = "text", id_key: Optional[str] = None, **split_kwargs) -> list:
-    """Documents -> PrefixLM examples with a blank, masked-out image."""
+    """Documents -> PrefixLM examples with a blank, masked-out image; a long document is split in a random
+    window (`prefix_lm_split(random_window=True)`)."""
     return [
         functools.partial(preprocessors.rekey_text, text_key=text_key, id_key=id_key),
         preprocessors.check_text,
         preprocessors.add_blank_image,
         preprocessors.tokenize_text,
-        functools.partial(preprocessors.prefix_lm_split, **{**DEFAULT_SPLIT, **split_kwargs}),
+        functools.partial(preprocessors.prefix_lm_split, **{**DEFAULT_SPLIT, "random_window": True, **split_kwargs}),
         seqio.preprocessors.append_eos_after_trim,
     ]
 

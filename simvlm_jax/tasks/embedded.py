@@ -8,6 +8,14 @@
     embedded_eval_mix               what training evaluation reports on (loss + greedy samples)
     embedded_captioning_mix         the two captioning tasks: zero-shot CIDEr / BLEU-4 / exact match
 
+The objective ablation (docs/ablations.md): the same data with an empty prefix, i.e. plain language
+modelling (image -> whole caption; documents predicted from their window's start, no encoder text):
+
+    embedded_scenes_plain_lm, embedded_text_plain_lm, embedded_plain_lm_mix (8:1)
+
+The data ablations train on `embedded_scenes_prefixlm` alone (no text-only data) or
+`embedded_text_prefixlm` alone (no image-text data).
+
 The data is generated into `simvlm_jax.data.embedded.default_data_dir()` ($SIMVLM_DATA_DIR) the first
 time a task reads it; `python -m simvlm_jax.data.embedded` does it ahead of time.
 """
@@ -43,6 +51,22 @@ common.add_task(
 common.add_mixture(
     "embedded_prefixlm_mix",
     [("embedded_scenes_prefixlm", IMAGE_TEXT_RATE), ("embedded_text_prefixlm", TEXT_ONLY_RATE)],
+)
+common.add_task(
+    "embedded_scenes_plain_lm",
+    common.PreparedTfdsSource(_SCENES, splits=["train", "validation", "heldout"]),
+    VOCABULARY,
+    common.image_text_preprocessors(image_key="image", text_key="caption", id_key="id", max_prefix_tokens=0),
+)
+common.add_task(
+    "embedded_text_plain_lm",
+    common.PreparedTfdsSource(_TEXT, splits=["train", "validation"]),
+    VOCABULARY,
+    common.text_only_preprocessors(text_key="text", max_prefix_tokens=0),
+)
+common.add_mixture(
+    "embedded_plain_lm_mix",
+    [("embedded_scenes_plain_lm", IMAGE_TEXT_RATE), ("embedded_text_plain_lm", TEXT_ONLY_RATE)],
 )
 common.add_task(
     "embedded_scenes_captioning",

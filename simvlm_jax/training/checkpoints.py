@@ -2,6 +2,8 @@
 
     <model_dir>/checkpoint_<step>/state                      Orbax PyTree {'target': params,
                                                               'state': {'step', 'param_states'}}
+                                                              (param_states in T5X's form: see
+                                                              `optimizer_state_dict`)
     <model_dir>/checkpoint_<step>/dataset/train_ds-<i>-of-<n>  tf.data iterator (when save_dataset)
     <model_dir>/checkpoint_<step>/checksums.json              size and SHA-256 of every file above
 
@@ -26,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 from absl import logging
+from flax import serialization, traverse_util
 
 from simvlm_jax.training import checkpoint_integrity
 
@@ -108,8 +111,41 @@ def _dataset_file(directory: str) -> str:
     return os.path.join(directory, "dataset", f"train_ds-{jax.process_index():03d}-of-{jax.process_count():03d}")
 
 
+def optimizer_state_dict(opt_state: Any) -> dict:
+    """An optax state in T5X's on-disk form (what `t5x.optimizers.OptaxWrapper.state_dict` writes): flax's
+    state dict (tuples become {'0': ..., '1': ...}, named tuples {field: ...}) with the empty states
+    (optax.EmptyState, ...) removed. Either trainer then restores the other's optimizer moments."""
+    state = serialization.to_state_dict(opt_state)
+    return traverse_util.unflatten_dict(traverse_util.flatten_dict(state, sep="/"), sep="/")
+
+
+def optimizer_state_from_dict(reference: Any, state_dict: Mapping[str, Any]) -> Any:
+    """The inverse of `optimizer_state_dict` given a state of the same optimizer (`reference`, e.g. abstract):
+    the empty states are put back, then every leaf is taken from `state_dict`."""
+    expected = traverse_util.flatten_dict(serialization.to_state_dict(reference), keep_empty_nodes=True, sep="/")
+    found = dict(traverse_util.flatten_dict(dict(state_dict), sep="/"))
+    for path, value in expected.items():
+        if path not in found:
+            if value is not traverse_util.empty_node:
+                raise ValueError(
+                    f"The checkpoint's optimizer state has no {path!r}: was it written by another optimizer?"
+                )
+            found[path] = value
+    return serialization.from_state_dict(reference, traverse_util.unflatten_dict(found, sep="/"))
+
+
+def _read_iterator(dataset_iterator: tf.data.Iterator, dataset_file: str) -> None:
+    """Restores the iterator saved as `ds` (T5X's name, ours since T5X interoperability) or, in checkpoints of
+    earlier simvlm-jax versions, as `iterator`."""
+    try:
+        tf.train.Checkpoint(ds=dataset_iterator).read(dataset_file).assert_consumed()
+    except AssertionError:
+        tf.train.Checkpoint(iterator=dataset_iterator).read(dataset_file).assert_consumed()
+
+
 def to_t5x_tree(params: Any, step: Any, opt_state: Any) -> dict:
-    return {"target": params, "state": {"step": step, "param_states": opt_state}}
+    """T5X's train-state tree: {'target': params, 'state': {'step': step, 'param_states': optimizer state}}."""
+    return {"target": params, "state": {"step": step, "param_states": optimizer_state_dict(opt_state)}}
 
 
 # Fault injection for the kill/resume tests (unset, nothing happens): SIMVLM_FAULT_KILL_AT=<point>@<step>[,...]
@@ -158,7 +194,7 @@ class CheckpointManager:
             self._checkpointer.wait_until_finished()
             _maybe_die_here("state_written", step)
             if dataset_iterator is not None:
-                tf.train.Checkpoint(iterator=dataset_iterator).write(_dataset_file(tmp))
+                tf.train.Checkpoint(ds=dataset_iterator).write(_dataset_file(tmp))  # T5X's name, `ds`
             _maybe_die_here("dataset_written", step)
             if jax.process_index() == 0:
                 checkpoint_integrity.write_checksums(tmp)
@@ -194,7 +230,7 @@ class CheckpointManager:
                     "save_dataset=False. Set utils.RestoreCheckpointConfig.restore_dataset = False to "
                     "resume with a fresh data iterator."
                 )
-            tf.train.Checkpoint(iterator=dataset_iterator).read(dataset_file).assert_consumed()
+            _read_iterator(dataset_iterator, dataset_file)
         logging.info("Restored checkpoint %s", path)
         return tree
 

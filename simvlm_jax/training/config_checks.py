@@ -105,14 +105,28 @@ def check_image_size(image_size: Optional[int], config) -> None:
         )
 
 
-def check_vocabulary(vocabulary, config, name: str = "VOCABULARY") -> None:
-    """Every id of `vocabulary` has a row in the embedding table (vocab_size)."""
+# Presets trained at full scale: a vocabulary smaller than their table is refused unless the user says so.
+FULL_SIZE_PRESETS = ("base", "large", "huge")
+
+
+def check_vocabulary(vocabulary, config, name: str = "VOCABULARY", allow_size_mismatch: bool = False) -> None:
+    """Every id of `vocabulary` has a row in the embedding table (vocab_size); for the full-size presets the
+    sizes must agree (a 32k model on the 2,000-piece embedded vocabulary is almost surely a forgotten
+    $SIMVLM_SPM_MODEL) unless `allow_size_mismatch`."""
     size = int(vocabulary.vocab_size)
     if size > config.vocab_size:
         raise ConfigError(
             f"{name} has {size} ids but the model's embedding table has vocab_size={config.vocab_size} rows; "
             f"set network.SimVLMConfig.vocab_size = {size} (or more), or use the vocabulary the model was "
             "built for."
+        )
+    if size < config.vocab_size and config.preset in FULL_SIZE_PRESETS and not allow_size_mismatch:
+        raise ConfigError(
+            f"{name} has {size} ids but SimVLM-{config.preset}'s embedding table has {config.vocab_size} rows "
+            "(with $SIMVLM_SPM_MODEL unset the full-size gins fall back to the 2,000-piece embedded vocabulary). "
+            f"Set $SIMVLM_SPM_MODEL to a {config.vocab_size}-piece SentencePiece model (python -m "
+            f"simvlm_jax.data.vocabulary builds one), or set network.SimVLMConfig.vocab_size = {size}, or "
+            "--gin.train.allow_vocabulary_size_mismatch=True if this is intended."
         )
 
 
@@ -184,13 +198,15 @@ def _mib(num_bytes: int) -> str:
     return f"{num_bytes / 2**20:,.1f} MiB"
 
 
-def check_training_config(model, dataset_cfg) -> None:
+def check_training_config(model, dataset_cfg, allow_vocabulary_size_mismatch: bool = False) -> None:
     """All model-versus-data checks for a DatasetConfig (its task module already imported)."""
     check_inference_config(model, dict(dataset_cfg.task_feature_lengths), dataset_cfg.mixture_or_task_name)
     config = model.module.config
-    check_vocabulary(model.output_vocabulary, config)
+    check_vocabulary(model.output_vocabulary, config, allow_size_mismatch=allow_vocabulary_size_mismatch)
     if model.input_vocabulary is not model.output_vocabulary:
-        check_vocabulary(model.input_vocabulary, config, "the input VOCABULARY")
+        check_vocabulary(
+            model.input_vocabulary, config, "the input VOCABULARY", allow_size_mismatch=allow_vocabulary_size_mismatch
+        )
 
 
 # Settings of T5X's configuration records that this trainer does not implement: the values it accepts

@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Optional
 
 import jax
+import seqio
 from absl import logging
 
 from simvlm_jax.data import bad_records, loader
@@ -58,6 +59,7 @@ def train(
     bad_record_policy: str = "skip",
     max_bad_records_in_a_row: int = bad_records.DEFAULT_MAX_BAD_IN_A_ROW,
     corrupt_checkpoint_policy: str = "fallback",
+    allow_vocabulary_size_mismatch: bool = False,
     loss_spike_factor: float = 3.0,
     **unused_t5x_kwargs: Any,
 ) -> tuple[int, TrainState]:
@@ -72,7 +74,8 @@ def train(
     spinning), `corrupt_checkpoint_policy` 'fallback' | 'fail' for a newest checkpoint that fails
     verification (moved aside and the previous one used, or the run refused), and `loss_spike_factor` (a
     warning when an interval's loss exceeds that multiple of its running mean). MODEL_DIR is locked for the
-    run (a second run on it is refused).
+    run (a second run on it is refused). `allow_vocabulary_size_mismatch` lets a full-size preset train with
+    a vocabulary smaller than its embedding table (refused by default).
     The configuration is checked (model dir, feature lengths, image size, vocabulary, batch size)
     before anything is compiled.
     """
@@ -100,6 +103,7 @@ def train(
         restore_cfg,
         bad_record_policy=bad_record_policy,
         corrupt_checkpoint_policy=corrupt_checkpoint_policy,
+        allow_vocabulary_size_mismatch=allow_vocabulary_size_mismatch,
     )
     # Nothing was written before this point.
     os.makedirs(model_dir, exist_ok=True)
@@ -348,7 +352,9 @@ def _check_unused_kwargs(kwargs: dict) -> None:
     import inspect
 
     ours = [p for p in inspect.signature(train).parameters if p != "unused_t5x_kwargs"]
-    for name in kwargs:
+    for name, value in kwargs.items():
+        if name == "inference_evaluator_cls" and value is seqio.Evaluator:
+            continue  # what our InferenceEvaluator is built on (the run gins bind it for T5X)
         if name in T5X_ONLY_ARGUMENTS:
             logging.warning("train(): ignoring T5X argument %r, which the simvlm-jax trainer does not use.", name)
             continue
@@ -396,8 +402,9 @@ def _restore_or_initialize(layout, manager, path: Optional[str], with_dataset: b
     """The state restored from checkpoint `path` (shapes checked in preflight), or a fresh one."""
     if path is None:
         return layout.initialize(jax.random.key(seed))
-    tree = manager.restore(path, layout.abstract_state().to_checkpoint_tree(), train_iter if with_dataset else None)
-    state = TrainState.from_checkpoint_tree(tree)
+    abstract = layout.abstract_state()
+    tree = manager.restore(path, abstract.to_checkpoint_tree(), train_iter if with_dataset else None)
+    state = TrainState.from_checkpoint_tree(tree, abstract)
     print(
         f"Restored {path} (step {int(jax.device_get(state.step))}"
         f"{', with the data iterator' if with_dataset else ''}); continuing.",

@@ -30,6 +30,7 @@ def preflight(
     bad_record_policy: str = "skip",
     check_memory: bool = True,
     corrupt_checkpoint_policy: str = "fallback",
+    allow_vocabulary_size_mismatch: bool = False,
 ) -> tuple[TrainStateLayout, Restore]:
     """Every check that needs no data and no compiled step. Returns the train state's layout (shapes only,
     nothing allocated) and what to restore (`Restore`). Raises ConfigError naming the problem and the fix;
@@ -47,7 +48,7 @@ def preflight(
         config_checks.check_supported_settings(dataset=dataset_cfg, save=save_cfg, restore=restore_cfg)
         config_checks.check_model_dir(model_dir)
         loader.import_task_module(dataset_cfg.module)
-        config_checks.check_training_config(model, dataset_cfg)
+        config_checks.check_training_config(model, dataset_cfg, allow_vocabulary_size_mismatch)
         layout_info = partitioner.get_data_layout(dataset_cfg.batch_size)
         restore = _checkpoint_to_restore(model_dir, restore_cfg, save_cfg, corrupt_checkpoint_policy)
         shapes, types = model_input_specs(dataset_cfg.task_feature_lengths, dataset_cfg.batch_size)

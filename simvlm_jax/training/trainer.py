@@ -37,8 +37,11 @@ class TrainState:
         return checkpoints.to_t5x_tree(self.params, self.step, self.opt_state)
 
     @classmethod
-    def from_checkpoint_tree(cls, tree: Mapping[str, Any]) -> "TrainState":
-        return cls(step=tree["state"]["step"], params=tree["target"], opt_state=tree["state"]["param_states"])
+    def from_checkpoint_tree(cls, tree: Mapping[str, Any], reference: "TrainState") -> "TrainState":
+        """The state in a restored checkpoint tree; `reference` (e.g. the abstract state) gives the optimizer
+        state's structure, which T5X's on-disk form does not keep (see checkpoints.optimizer_state_dict)."""
+        opt_state = checkpoints.optimizer_state_from_dict(reference.opt_state, tree["state"]["param_states"])
+        return cls(step=tree["state"]["step"], params=tree["target"], opt_state=opt_state)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,128 @@
+"""The paper's pretraining ablations on the embedded benchmark, as gin overrides of the main job.
+
+    python -m benchmarks.ablations --out=/tmp/ablations            # every row, seeds 0 and 1, 400 steps
+    python -m benchmarks.ablations --rows=default,plain_lm --seeds=0 --steps=1200
+
+Each row is `python -m simvlm_jax.train --gin_file=gin/tiny_cpu.gin` plus its overrides (ROWS below), trained
+for `--steps` steps and scored once at the end: zero-shot captioning CIDEr on the validation scenes and on the
+held-out colour-shape compositions (`embedded_captioning_mix`). The runs go one after another (every run uses
+the whole machine); each prints its scores as it ends, and `<out>/ablations.json` and `<out>/ablations.md`
+(the table, mean and spread over seeds) are rewritten after every run. docs/ablations.md holds the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+# name -> (what it tests, gin overrides)
+_CONFIG = "--gin.network.SimVLMConfig."
+ROWS = {
+    "default": ("PrefixLM, 3 conv blocks, 2D relative positions, pairs + text", []),
+    "no_relative_position": ("without the 2D relative position bias", [_CONFIG + "image_relative_position=False"]),
+    "conv0_patch16": ("ViT patch embedding instead of conv blocks (16x16 patches)", [_CONFIG + "num_conv_blocks=0"]),
+    "conv1_stride16": (
+        "1 conv block, 4x4 neighbourhoods merged to 16 tokens",
+        [_CONFIG + "num_conv_blocks=1", _CONFIG + "image_token_stride=16"],
+    ),
+    "conv2_stride16": (
+        "2 conv blocks, 2x2 neighbourhoods merged to 16 tokens",
+        [_CONFIG + "num_conv_blocks=2", _CONFIG + "image_token_stride=16"],
+    ),
+    "conv4_stride16": (
+        "4 conv blocks, the last stage at stride 1 (16 tokens)",
+        [_CONFIG + "num_conv_blocks=4", _CONFIG + "image_token_stride=16"],
+    ),
+    "plain_lm": (
+        "plain LM objective: empty prefix for pairs and documents",
+        ["--gin.MIXTURE_OR_TASK_NAME=embedded_plain_lm_mix"],
+    ),
+    "pairs_only": ("no text-only data", ["--gin.MIXTURE_OR_TASK_NAME=embedded_scenes_prefixlm"]),
+    "text_only": ("no image-text data", ["--gin.MIXTURE_OR_TASK_NAME=embedded_text_prefixlm"]),
+}
+_SCORE = re.compile(r"^infer_eval (\S+) @ (\d+): (.*)$")
+
+
+def run_row(name: str, seed: int, steps: int, out: str) -> dict:
+    model_dir = os.path.join(out, f"{name}_seed{seed}")
+    command = [
+        sys.executable, "-m", "simvlm_jax.train", "--gin_file=gin/tiny_cpu.gin",
+        f"--gin.MODEL_DIR={model_dir}", f"--gin.TRAIN_STEPS={steps}", f"--gin.RANDOM_SEED={seed}",
+        f"--gin.EVAL_PERIOD={steps}", f"--gin.CHECKPOINT_PERIOD={steps}", *ROWS[name][1],
+    ]  # fmt: skip
+    start = time.time()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=out)
+    scores = {}
+    for line in done.stdout.splitlines():
+        match = _SCORE.match(line)
+        if match and int(match.group(2)) == steps:
+            scores[match.group(1)] = {k: float(v) for k, v in (p.split() for p in match.group(3).split(", "))}
+    if done.returncode != 0 or len(scores) != 2:
+        raise RuntimeError(f"{name} seed {seed} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return {
+        "row": name,
+        "seed": seed,
+        "steps": steps,
+        "seconds": round(time.time() - start, 1),
+        "cider_validation": scores["embedded_scenes_captioning"]["cider"],
+        "cider_heldout": scores["embedded_heldout_captioning"]["cider"],
+        "exact_validation": scores["embedded_scenes_captioning"]["exact_match"],
+        "command": " ".join(command[1:]),
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| row | what | seeds | CIDEr validation | CIDEr held-out | exact match % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, (what, _) in ROWS.items():
+        runs = [r for r in results if r["row"] == name]
+        if not runs:
+            continue
+
+        def cell(key):
+            values = [r[key] for r in runs]
+            spread = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
+            return f"{statistics.mean(values):.1f}{spread} ({', '.join(f'{v:.1f}' for v in values)})"
+
+        lines.append(
+            f"| `{name}` | {what} | {len(runs)} | {cell('cider_validation')} | {cell('cider_heldout')} | "
+            f"{cell('exact_validation')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablations", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="/tmp/simvlm_ablations")
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--steps", type=int, default=400)
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "ablations.json")
+    results = json.load(open(path)) if os.path.exists(path) else []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for name in args.rows.split(","):
+            if any(r["row"] == name and r["seed"] == seed and r["steps"] == args.steps for r in results):
+                continue  # already measured (rerun after an interruption resumes here)
+            result = run_row(name, seed, args.steps, args.out)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+            with open(path, "w") as f:
+                json.dump(results, f, indent=1)
+            with open(os.path.join(args.out, "ablations.md"), "w") as f:
+                f.write(table(results))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

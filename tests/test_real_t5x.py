@@ -1,0 +1,67 @@
+"""The gin files under real T5X (`python -m t5x.train`), and model dirs passed between the two trainers.
+
+These run only where T5X is importable (installed from source as docs/t5x.md shows); CI cannot install it
+and skips them with that reason. tests/test_t5x_contract.py checks the same contract without T5X.
+"""
+
+import importlib.util
+import os
+import re
+
+import pytest
+
+from simvlm_jax.training import checkpoints
+from tests.helpers import run_module
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("t5x") is None,
+    reason="T5X is not installed (it is not on PyPI; docs/t5x.md installs it from source)",
+)
+SMALL = ["--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2", "--gin.CHECKPOINT_PERIOD=2", "--gin.EVAL_STEPS=1"]
+NO_DECODING = ["--gin.train.infer_eval_dataset_cfg=None"]
+
+
+def _t5x(model_dir, steps, *extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("SIMVLM_IGNORE_T5X", "SIMVLM_USE_T5X")}
+    return run_module(
+        "t5x.train",
+        "--gin_file=simvlm_jax.gin/tiny_cpu.gin",
+        f"--gin.MODEL_DIR='{model_dir}'",
+        f"--gin.TRAIN_STEPS={steps}",
+        *SMALL,
+        *extra,
+        env=env,
+        timeout=1200,
+    )
+
+
+def _ours(model_dir, steps, *extra):
+    return run_module(
+        "simvlm_jax.train", "--gin_file=gin/tiny_cpu.gin", f"--gin.MODEL_DIR={model_dir}", f"--gin.TRAIN_STEPS={steps}",
+        *SMALL, *extra, timeout=1200,
+    )  # fmt: skip
+
+
+def test_t5x_trains_tiny_cpu_gin_and_writes_the_decoding_metrics(embedded_data_dir, tmp_path):
+    model_dir = str(tmp_path / "t5x")
+    done = _t5x(model_dir, 2, "--gin.infer_eval/utils.DatasetConfig.batch_size=64")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert checkpoints.latest_step(model_dir) == 2
+    for task in ("embedded_scenes_captioning", "embedded_heldout_captioning"):
+        with open(os.path.join(model_dir, "inference_eval", f"{task}-metrics.jsonl")) as f:
+            assert '"cider"' in f.read()
+
+
+def test_a_model_dir_goes_ours_then_t5x_then_ours_with_its_whole_state(embedded_data_dir, tmp_path):
+    model_dir = str(tmp_path / "both")
+    first = _ours(model_dir, 2, *NO_DECODING)
+    assert first.returncode == 0, first.stderr[-4000:]
+    second = _t5x(model_dir, 4, *NO_DECODING)
+    assert second.returncode == 0, second.stderr[-4000:]
+    log = second.stdout + second.stderr
+    assert "Not restoring" not in log
+    assert re.search(r"Restor\w+ .*checkpoint_2", log), log[-3000:]
+    third = _ours(model_dir, 6, *NO_DECODING)
+    assert third.returncode == 0, third.stderr[-4000:]
+    assert "Restored" in third.stdout and "checkpoint_4 (step 4, with the data iterator)" in third.stdout
+    assert checkpoints.latest_step(model_dir) == 6
