@@ -101,10 +101,6 @@ def _config_error(tmp_path, *bindings: str) -> str:
             ["utils.DatasetConfig.pack = True is not supported", "cannot be packed"],
         ),
         (
-            ["utils.RestoreCheckpointConfig.strict = False"],
-            ["utils.RestoreCheckpointConfig.strict = False is not supported"],
-        ),
-        (
             [
                 "utils.RestoreCheckpointConfig.path = '/tmp/some_model_dir'",
                 "utils.RestoreCheckpointConfig.mode = 'specific'",

@@ -311,3 +311,43 @@ def test_sigterm_during_an_evaluation_stops_it_and_saves_at_once(embedded_data_d
     assert checkpoint_integrity.problem(checkpoints.checkpoint_dir(model_dir, 2)) is None
     assert took < 30, took
     print(f"SIGTERM during evaluation: exit 0 {took:.1f} s after the signal")
+
+
+def test_parameters_only_restore_with_t5x_assignment_map(two_checkpoints, tmp_path, capsys):
+    """`assignment_map = ((r'state/.*', None),)`: the parameters come from the checkpoint, the step and the
+    optimizer state start afresh (fine-tuning from parameters only, as in T5X)."""
+    from simvlm_jax.training.checkpoints import load_params
+
+    model_dir = str(tmp_path / "finetune")
+    source = checkpoints.checkpoint_dir(two_checkpoints, 2)
+    step, state = train_in_process(
+        *QUIET_RUN,
+        f"--gin.MODEL_DIR={model_dir}",
+        "--gin.TRAIN_STEPS=1",
+        "--gin.CHECKPOINT_PERIOD=1000",
+        f"--gin.utils.RestoreCheckpointConfig.path={source}",
+        "--gin.utils.RestoreCheckpointConfig.assignment_map=((r'state/.*', None),)",
+        "--gin.utils.RestoreCheckpointConfig.restore_dataset=False",
+        "--gin.PEAK_LEARNING_RATE=0.0",  # the one step changes nothing: the parameters stay the checkpoint's
+    )
+    out = capsys.readouterr().out
+    assert re.search(r"Restored .*checkpoint_2 partially: \d+ arrays restored, \d+ initialised afresh", out), out
+    assert step == 1  # the step started afresh at 0
+    import jax
+    import numpy as np
+
+    stored = load_params(source)
+    for a, b in zip(jax.tree.leaves(stored), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_renaming_map_to_a_missing_key_is_refused_naming_it(two_checkpoints, tmp_path):
+    with pytest.raises(ConfigError, match=r"target/shared_embedding/embedding is read from 'target/nowhere/embedding'"):
+        train_in_process(
+            *QUIET_RUN,
+            f"--gin.MODEL_DIR={tmp_path / 'x'}",
+            "--gin.TRAIN_STEPS=1",
+            f"--gin.utils.RestoreCheckpointConfig.path={checkpoints.checkpoint_dir(two_checkpoints, 2)}",
+            "--gin.utils.RestoreCheckpointConfig.assignment_map="
+            "((r'target/shared_embedding/(.*)', r'target/nowhere/\\1'),)",
+        )

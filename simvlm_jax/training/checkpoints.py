@@ -223,16 +223,20 @@ class CheckpointManager:
         """Restores checkpoint `path` into the shapes, dtypes and shardings of `abstract_tree`."""
         tree = self._checkpointer.restore(os.path.join(os.path.abspath(path), "state"), abstract_tree)
         if dataset_iterator is not None:
-            dataset_file = _dataset_file(path)
-            if not tf.io.gfile.exists(dataset_file + ".index"):
-                raise FileNotFoundError(
-                    f"{path} has no saved data iterator ({dataset_file}); it was saved with "
-                    "save_dataset=False. Set utils.RestoreCheckpointConfig.restore_dataset = False to "
-                    "resume with a fresh data iterator."
-                )
-            _read_iterator(dataset_iterator, dataset_file)
+            self.restore_dataset(path, dataset_iterator)
         logging.info("Restored checkpoint %s", path)
         return tree
+
+    def restore_dataset(self, path: str, dataset_iterator: tf.data.Iterator) -> None:
+        """Restores the data iterator saved with checkpoint `path`."""
+        dataset_file = _dataset_file(path)
+        if not tf.io.gfile.exists(dataset_file + ".index"):
+            raise FileNotFoundError(
+                f"{path} has no saved data iterator ({dataset_file}); it was saved with "
+                "save_dataset=False. Set utils.RestoreCheckpointConfig.restore_dataset = False to "
+                "resume with a fresh data iterator."
+            )
+        _read_iterator(dataset_iterator, dataset_file)
 
     def _remove_old(self, saved_step: int) -> None:
         if not self.keep:

@@ -227,11 +227,6 @@ _ONLY = {
         ("latest", "specific"),
         "'all' (evaluating every checkpoint) is T5X's eval.py; use python -m simvlm_jax.eval per checkpoint",
     ),
-    ("RestoreCheckpointConfig", "assignment_map"): (
-        (None, ()),
-        "restoring renamed or partial parameters is not implemented",
-    ),
-    ("RestoreCheckpointConfig", "strict"): ((True,), "every parameter of the model must be in the checkpoint"),
     ("RestoreCheckpointConfig", "dtype"): ((None, "float32"), "checkpoints hold float32 parameters"),
 }
 

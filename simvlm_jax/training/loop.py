@@ -22,7 +22,7 @@ from simvlm_jax.data import bad_records, loader
 from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.model import model_config
 from simvlm_jax.model.inference import EvaluationInterrupted
-from simvlm_jax.training import checkpoint_integrity, checkpoints, curves
+from simvlm_jax.training import checkpoint_integrity, checkpoints, curves, partial_restore
 from simvlm_jax.training import preflight as preflight_lib
 from simvlm_jax.training.config_checks import ConfigError
 from simvlm_jax.training.evaluators import InferenceEvaluator, TrainingEvaluator
@@ -94,7 +94,7 @@ def train(
         checkpoints_to_keep=save_cfg.keep if save_cfg else None,
         max_bad_records_in_a_row=max_bad_records_in_a_row,
     )
-    layout, (restore_path, restore_dataset, corrupt) = preflight_lib.preflight(
+    layout, (restore_path, restore_dataset, corrupt, restore_mapping) = preflight_lib.preflight(
         model,
         train_dataset_cfg,
         partitioner,
@@ -129,7 +129,9 @@ def train(
 
         # ---------------------------------------------------------------- train state
         manager = checkpoints.CheckpointManager(model_dir, keep=save_cfg.keep if save_cfg else None)
-        state = _restore_or_initialize(layout, manager, restore_path, restore_dataset, train_iter, seed)
+        state = _restore_or_initialize(
+            layout, manager, restore_path, restore_dataset, train_iter, seed, restore_mapping
+        )
         start_step = int(jax.device_get(state.step))
         if relative_steps:
             total_steps = start_step + relative_steps
@@ -398,11 +400,29 @@ def _print_locations(model_dir: str, step: int) -> None:
     )
 
 
-def _restore_or_initialize(layout, manager, path: Optional[str], with_dataset: bool, train_iter, seed) -> TrainState:
-    """The state restored from checkpoint `path` (shapes checked in preflight), or a fresh one."""
+def _restore_or_initialize(
+    layout, manager, path: Optional[str], with_dataset: bool, train_iter, seed, mapping=None
+) -> TrainState:
+    """The state restored from checkpoint `path` (shapes checked in preflight), or a fresh one; with a
+    `mapping` (a RestoreCheckpointConfig with assignment_map / strict / fallback_to_scratch), the parts it
+    selects, the rest freshly initialised (training/partial_restore.py)."""
     if path is None:
         return layout.initialize(jax.random.key(seed))
     abstract = layout.abstract_state()
+    if mapping is not None:
+        tree, summary = partial_restore.restore_partially(
+            path,
+            abstract.to_checkpoint_tree(),
+            layout.initialize(jax.random.key(seed)).to_checkpoint_tree(),
+            mapping.assignment_map or (),
+            strict=mapping.strict,
+            fallback_to_scratch=mapping.fallback_to_scratch,
+        )
+        if with_dataset:
+            manager.restore_dataset(path, train_iter)
+        state = TrainState.from_checkpoint_tree(tree, abstract)
+        print(f"Restored {path} partially: {partial_restore.describe(summary)}; continuing.", flush=True)
+        return state
     tree = manager.restore(path, abstract.to_checkpoint_tree(), train_iter if with_dataset else None)
     state = TrainState.from_checkpoint_tree(tree, abstract)
     print(

@@ -53,7 +53,7 @@ def preflight(
         restore = _checkpoint_to_restore(model_dir, restore_cfg, save_cfg, corrupt_checkpoint_policy)
         shapes, types = model_input_specs(dataset_cfg.task_feature_lengths, dataset_cfg.batch_size)
         layout = TrainStateLayout(model, partitioner, shapes, types)
-        if restore.path is not None:
+        if restore.path is not None and restore.mapping is None:  # a mapping checks each array it reads
             config_checks.check_checkpoint_shapes(restore.path, _flat_shapes(layout.shapes.params))
     except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as error:
         if isinstance(error, ConfigError):
@@ -137,6 +137,9 @@ class Restore(NamedTuple):
     path: Optional[str]
     with_dataset: bool
     corrupt: tuple = ()
+    # The RestoreCheckpointConfig whose assignment_map / strict / fallback_to_scratch select what is read
+    # (training/partial_restore.py); None restores the whole state.
+    mapping: object = None
 
 
 def _checkpoint_to_restore(model_dir, restore_cfg, save_cfg, corrupt_policy: str = "fallback") -> Restore:
@@ -168,7 +171,8 @@ def _checkpoint_to_restore(model_dir, restore_cfg, save_cfg, corrupt_policy: str
     try:
         path = checkpoints.resolve_checkpoint_path(configured)
         checkpoint_integrity.verify(path)
-        return Restore(path, bool(restore_cfg.restore_dataset), tuple(corrupt))
+        partial = restore_cfg.assignment_map or not restore_cfg.strict or restore_cfg.fallback_to_scratch
+        return Restore(path, bool(restore_cfg.restore_dataset), tuple(corrupt), restore_cfg if partial else None)
     except FileNotFoundError as error:
         if not restore_cfg.fallback_to_scratch:
             raise ConfigError(
