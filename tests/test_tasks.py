@@ -72,16 +72,21 @@ def test_users_tfrecord_pairs(tmp_path, embedded_data_dir):
     assert red[..., 0].mean() > red[..., 2].mean()  # channel order survives decoding + normalising
 
 
-def test_embedded_mixture_batches_both_sources(embedded_data_dir):
+def _train_batches(mixture: str, count: int, size: int = 64) -> list:
+    """The first `count` batches of `size` model features of a mixture's train split (seed 1)."""
     ds = seqio.get_dataset(
-        "embedded_prefixlm_mix",
+        mixture,
         {"inputs": 32, "targets": 32, "image": 64},
         dataset_split="train",
         shuffle=True,
         seed=1,
         feature_converter=SimVLMFeatureConverter(pack=False),
     )
-    masks = np.concatenate([b["encoder_image_mask"] for b in ds.batch(64).take(4).as_numpy_iterator()])
+    return list(ds.batch(size).take(count).as_numpy_iterator())
+
+
+def test_embedded_mixture_batches_both_sources(embedded_data_dir):
+    masks = np.concatenate([b["encoder_image_mask"] for b in _train_batches("embedded_prefixlm_mix", 4)])
     text_only = float(np.mean(masks == 0.0))
     assert 0.03 < text_only < 0.25, text_only  # rate 8:1 -> about 11% text-only
     assert set(np.unique(masks)) == {0.0, 1.0}
@@ -90,15 +95,7 @@ def test_embedded_mixture_batches_both_sources(embedded_data_dir):
 def test_the_plain_lm_ablation_has_no_text_in_the_encoder(embedded_data_dir):
     """embedded_plain_lm_mix: image -> whole caption, documents -> a window predicted from nothing (the text-only
     examples have an empty encoder, which the network handles: test_network.py)."""
-    ds = seqio.get_dataset(
-        "embedded_plain_lm_mix",
-        {"inputs": 32, "targets": 32, "image": 64},
-        dataset_split="train",
-        shuffle=True,
-        seed=1,
-        feature_converter=SimVLMFeatureConverter(pack=False),
-    )
-    batch = next(ds.batch(64).as_numpy_iterator())
+    (batch,) = _train_batches("embedded_plain_lm_mix", 1)
     assert not batch["encoder_input_tokens"].any()
     text_only = batch["encoder_image_mask"].reshape(64) == 0
     assert text_only.any() and (~text_only).any()
