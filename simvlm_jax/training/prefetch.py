@@ -51,22 +51,16 @@ def prefetch_to_device(
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
             ready.put(error)
 
-    started = False
-
-    def drain() -> Iterator[Any]:
-        nonlocal started
+    def drain() -> Iterator[Any]:  # a generator: the thread starts with the first request
+        threading.Thread(target=fill, daemon=True, name="prefetch_to_device").start()
         while True:
-            if not started:
-                threading.Thread(target=fill, daemon=True, name="prefetch_to_device").start()
-                started = True
-            else:
-                permits.release()
             item = _wait(ready, give_up)
             if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
+            permits.release()  # the consumer asks for the next batch
 
     return drain()
 
