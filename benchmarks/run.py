@@ -190,8 +190,10 @@ def format_table(results: dict) -> str:
     if "kv_cache_speedup" in results:
         rows += [
             ("decode tokens/s (cached)", results["decode_tokens_per_s"]),
+            ("decode tokens/s (self-attention cache only)", results["self_cache_only_decode_tokens_per_s"]),
             ("decode tokens/s (recomputed)", results["uncached_decode_tokens_per_s"]),
             ("kv_cache_speedup", results["kv_cache_speedup"]),
+            ("cross_cache_speedup", results["cross_cache_speedup"]),
             ("decode: same tokens", results["decode_same_tokens"]),
         ]
     if "compile_s" in results:

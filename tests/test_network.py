@@ -393,25 +393,30 @@ def test_cached_decoding_matches_full_causal_pass(cfg):
     encoded, enc_mask, full = _run(cfg)(params, images, image_mask, enc, dec_in, targets)
     decode = functools.partial(model.apply, method=SimVLMNetwork.decode)
 
-    # The cache-creating call, as decoding code makes it: full-length input, mutable cache. Traced
-    # only (its values are zeros by construction; tracing runs the same Python code path).
-    _, state = jax.eval_shape(
-        lambda: decode({"params": params}, encoded, enc_mask, jnp.zeros_like(dec_in), decode=True, mutable=["cache"])
-    )
+    # The cache-creating call, as decoding code makes it: full-length input, mutable cache. It zeroes
+    # the self-attention caches and stores the encoder output's cross-attention keys and values.
+    _, state = decode({"params": params}, encoded, enc_mask, jnp.zeros_like(dec_in), decode=True, mutable=["cache"])
     if cfg.scan_layers:  # one stacked cache, batch axis first
-        layer_cache = state["cache"]["decoder"]["layers"]["self_attention"]
-        assert layer_cache["cached_key"].shape == (2, cfg.num_decoder_layers, 6, cfg.num_heads, cfg.head_dim)
+        layer_cache = state["cache"]["decoder"]["layers"]
+        layer_shape = (2, cfg.num_decoder_layers)
     else:
-        layer_cache = state["cache"]["decoder"]["layers_0"]["self_attention"]
-        assert layer_cache["cached_key"].shape == (2, 6, cfg.num_heads, cfg.head_dim)
-    cache = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), state["cache"])
+        layer_cache = state["cache"]["decoder"]["layers_0"]
+        layer_shape = (2,)
+    heads = (cfg.num_heads, cfg.head_dim)
+    assert layer_cache["self_attention"]["cached_key"].shape == (*layer_shape, *heads, 6)  # length last
+    assert not np.any(layer_cache["self_attention"]["cached_key"])
+    assert layer_cache["encoder_decoder_attention"]["cross_key"].shape == (*layer_shape, *heads, encoded.shape[1])
+    cache = state["cache"]
 
     @_jit
-    def step(cache, token):
-        return decode({"params": params, "cache": cache}, encoded, enc_mask, token, decode=True, mutable=["cache"])
+    def step(cache, token, encoder_output):
+        return decode(
+            {"params": params, "cache": cache}, encoder_output, enc_mask, token, decode=True, mutable=["cache"]
+        )
 
     for i in range(dec_in.shape[1]):
-        logits, state = step(cache, dec_in[:, i : i + 1])
+        # Steps get zeros for the encoder output: they must read its keys and values from the cache.
+        logits, state = step(cache, dec_in[:, i : i + 1], jnp.zeros_like(encoded))
         cache = state["cache"]
         # Padding targets only follow the valid ones, so for valid positions the padding-aware full
         # pass equals plain causal attention.

@@ -34,6 +34,8 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from simvlm_jax.network.attention import CROSS_CACHE_NAMES
+
 StepFn = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
 
 # A finite stand-in for -inf: sums of it stay finite (no inf - inf = NaN) and far below any real score.
@@ -48,21 +50,29 @@ def expand_to_beams(x: jax.Array, beam_size: int) -> jax.Array:
     return jnp.repeat(x, beam_size, axis=0)
 
 
-def _map_batch_leaves(fn: Callable[[jax.Array], jax.Array], cache: Any, rows: int) -> Any:
-    """Applies `fn` to every cache leaf that has a leading batch axis of `rows`.
+# Cache leaves (by name) whose rows are equal within each beam group because they derive from the
+# example, not from the tokens decoded so far: the cross-attention keys/values of the encoder output.
+# Beam search never gathers them (a gather would copy each row onto an equal row).
+BEAM_CONSTANT_LEAVES = frozenset(CROSS_CACHE_NAMES)
+
+
+def _map_batch_leaves(
+    fn: Callable[[jax.Array], jax.Array], cache: Any, rows: int, skip: frozenset[str] = frozenset()
+) -> Any:
+    """Applies `fn` to every cache leaf that has a leading batch axis of `rows`, except leaves named in `skip`.
 
     Scalar leaves (our cache's `cache_index` counters: one step count shared by all rows) are left
     as they are; any other shape means a cache layout this code does not know, so it raises.
     """
 
-    def apply(leaf):
-        if jnp.ndim(leaf) == 0:
+    def apply(path, leaf):
+        if jnp.ndim(leaf) == 0 or getattr(path[-1], "key", None) in skip:
             return leaf
         if leaf.shape[0] != rows:
             raise ValueError(f"cache leaf of shape {leaf.shape} has no leading batch axis of {rows}")
         return fn(leaf)
 
-    return jax.tree.map(apply, cache)
+    return jax.tree_util.tree_map_with_path(apply, cache)
 
 
 def expand_cache(cache: Any, batch_size: int, beam_size: int) -> Any:
@@ -71,9 +81,12 @@ def expand_cache(cache: Any, batch_size: int, beam_size: int) -> Any:
 
 
 def gather_beams(cache: Any, beam_index: jax.Array, batch_size: int, beam_size: int) -> Any:
-    """Row (b, k) of the new cache is row (b, beam_index[b, k]) of the old; beam_index int32 [B, K]."""
+    """Row (b, k) of the new cache is row (b, beam_index[b, k]) of the old; beam_index int32 [B, K].
+    Leaves in `BEAM_CONSTANT_LEAVES` are returned as they are (their rows are equal within each group)."""
     rows = (jnp.arange(batch_size)[:, None] * beam_size + beam_index).reshape(-1)  # [B*K]
-    return _map_batch_leaves(lambda leaf: jnp.take(leaf, rows, axis=0), cache, batch_size * beam_size)
+    return _map_batch_leaves(
+        lambda leaf: jnp.take(leaf, rows, axis=0), cache, batch_size * beam_size, skip=BEAM_CONSTANT_LEAVES
+    )
 
 
 def _forced_table(forced_prefix: Optional[jax.Array], batch_size: int, max_length: int) -> Optional[jax.Array]:

@@ -206,10 +206,12 @@ class SimVLMModel:
     DECODER_PARAM_NAMES = decoder_settings.NAMES
 
     def _initial_cache(self, params: PyTree, encoded: jax.Array, encoder_mask: jax.Array, max_length: int) -> PyTree:
-        """The zeroed decoder key/value cache for B rows and `max_length` positions.
+        """The decoder's cache for B rows and `max_length` positions.
 
-        Leaves: cached_key / cached_value [B, max_length, heads, kv] per self-attention layer, and
-        scalar int32 `cache_index`, the decoder's step count (scanned layers: [B, layers, max_length, heads, kv]).
+        Leaves: cached_key / cached_value [B, heads, kv, max_length] per self-attention layer (zeros),
+        cross_key / cross_value [B, heads, kv, T_enc] per cross-attention layer (the encoder output's
+        keys and values, computed here once), and scalar int32 `cache_index`, the decoder's step count.
+        Scanned layers put the layer axis second: [B, layers, ...].
         """
         _, variables = self.module.apply(
             {"params": params},

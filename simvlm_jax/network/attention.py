@@ -40,6 +40,7 @@ Without targets (e.g. while decoding) the decoder mask is causal only.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,10 @@ from flax import linen as nn
 from simvlm_jax.network.layers import NEG_INF, DenseGeneral, DType, dropout, with_sharding_constraint
 
 Array = jax.Array
+
+# The cache leaves that cross-attention keeps while decoding: the encoder output's projected keys and
+# values, one copy per decoded row, equal across the rows of a beam group.
+CROSS_CACHE_NAMES = ("cross_key", "cross_value")
 
 
 # ----------------------------------------------------------------------------- mask helpers
@@ -112,13 +117,20 @@ class MultiHeadAttention(nn.Module):
 
     q/k/v kernels are [embed, heads, kv]; the output kernel is [heads, kv, embed].
 
-    With `decode=True` (self-attention only) the layer keeps a 'cache' collection:
-      cached_key, cached_value [batch, max_len, heads, kv].
-    The first call, when the cache does not exist yet, must see the full-length input
-    [batch, max_len, embed]; it creates the zeroed cache of that length and returns an ordinary causal
-    pass (whose output callers ignore). Every later call takes one token [batch, 1, embed] and its
-    position `decode_index` (scalar int32, kept by the Decoder), writes its key/value there and
-    attends to the cached positions <= decode_index.
+    With `decode=True` the layer keeps a 'cache' collection, in one of two forms. Cached keys and values
+    are stored length-last, [batch, heads, kv, length] (as T5X does): XLA's attention dots read them in
+    that layout, so a decoding step copies nothing (with [batch, length, heads, kv], XLA:CPU transposed
+    every cached tensor at every step, half of a small model's step time).
+    - self-attention (`static_kv=False`): cached_key, cached_value [batch, heads, kv, max_len].
+      The first call, when the cache does not exist yet, must see the full-length input
+      [batch, max_len, embed]; it creates the zeroed cache of that length and returns an ordinary
+      causal pass (whose output callers ignore). Every later call takes one token [batch, 1, embed] and
+      its position `decode_index` (scalar int32, kept by the Decoder), writes its key/value there and
+      attends to the cached positions <= decode_index.
+    - cross-attention (`static_kv=True`): cross_key, cross_value [batch, heads, kv, enc_len], the
+      projections of `inputs_kv` (the encoder output, fixed while decoding). The first call computes
+      and stores them; later calls read them and never project `inputs_kv` again. Every row of a beam
+      group holds the same values (`CROSS_CACHE_NAMES`: beam search leaves them out of its gather).
 
     `impl`: 'einsum' computes softmax(q k^T / sqrt(d) + bias) v with XLA einsums (float32 logits);
     'fused' calls jax.nn.dot_product_attention (cuDNN flash attention where the backend has it), except
@@ -142,10 +154,12 @@ class MultiHeadAttention(nn.Module):
         enable_dropout: bool = False,
         decode: bool = False,
         decode_index: Array | None = None,
+        static_kv: bool = False,
     ) -> Array:
         """inputs_q [batch, q_len, embed], inputs_kv [batch, k_len, embed],
         mask [batch, 1, q_len, k_len] bool or None, bias [1 or batch, heads, q_len, k_len] float (added to
-        the logits, e.g. the image relative positions) or None -> [batch, q_len, embed]."""
+        the logits, e.g. the image relative positions) or None -> [batch, q_len, embed].
+        decode / decode_index / static_kv: cached decoding, see the class docstring."""
         projection = functools.partial(
             DenseGeneral,
             features=(self.num_heads, self.head_dim),
@@ -153,13 +167,16 @@ class MultiHeadAttention(nn.Module):
             dtype=self.dtype,
         )
         query = projection(name="query")(inputs_q)  # [batch, q_len, heads, kv]
-        key = projection(name="key")(inputs_kv)  # [batch, k_len, heads, kv]
-        value = projection(name="value")(inputs_kv)  # [batch, k_len, heads, kv]
+        if decode and static_kv:
+            key, value = self._cross_cache(projection, inputs_kv)
+        else:
+            key = projection(name="key")(inputs_kv)  # [batch, k_len, heads, kv]
+            value = projection(name="value")(inputs_kv)  # [batch, k_len, heads, kv]
         query = with_sharding_constraint(query, ("batch", "length", "heads", "kv"))
         key = with_sharding_constraint(key, ("batch", "length", "heads", "kv"))
         value = with_sharding_constraint(value, ("batch", "length", "heads", "kv"))
 
-        if decode:
+        if decode and not static_kv:
             key, value, mask = self._use_cache(key, value, mask, decode_index)
 
         if self.impl == "fused" and not (enable_dropout and self.dropout_rate > 0):
@@ -202,14 +219,29 @@ class MultiHeadAttention(nn.Module):
         probs = dropout(probs, self.dropout_rate, enable_dropout)
         return jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, q_len, heads, kv]
 
+    def _cross_cache(self, projection: Callable[..., nn.Module], inputs_kv: Array) -> tuple[Array, Array]:
+        """The encoder output's keys and values [batch, enc_len, heads, kv]: projected and stored
+        (length-last) on the first decoding call, read back on every later one."""
+        key_name, value_name = CROSS_CACHE_NAMES
+        if self.has_variable("cache", key_name):
+            stored = self.get_variable("cache", key_name), self.get_variable("cache", value_name)
+            return tuple(_from_length_last(x) for x in stored)
+        key = projection(name="key")(inputs_kv)
+        value = projection(name="value")(inputs_kv)
+        self.put_variable("cache", key_name, _to_length_last(key))
+        self.put_variable("cache", value_name, _to_length_last(value))
+        return key, value
+
     def _use_cache(
         self, key: Array, value: Array, mask: Array | None, index: Array | None
     ) -> tuple[Array, Array, Array]:
-        """Create or advance the key/value cache; returns the keys, values and mask to attend with."""
+        """Create or advance the key/value cache; returns the keys, values [batch, max_len, heads, kv]
+        and the mask to attend with."""
         initialized = self.has_variable("cache", "cached_key")
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
-        batch, length = key.shape[:2]
+        batch, length, heads, kv = key.shape
+        stored_shape = (batch, heads, kv, length)
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, stored_shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, stored_shape, value.dtype)
         if not initialized:
             # Cache creation: a plain causal pass over the full-length input; nothing is decoded.
             causal = decoder_causal_mask(jnp.zeros((batch, length), jnp.int32))
@@ -219,14 +251,24 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"Cached decoding takes one token per call, got {length}")
         if index is None:
             raise ValueError("Cached decoding needs decode_index (the position of the token)")
-        keys = jax.lax.dynamic_update_slice(
-            cached_key.value, key.astype(cached_key.value.dtype), (0, index, 0, 0)
-        )  # [batch, max_len, heads, kv]
-        values = jax.lax.dynamic_update_slice(
-            cached_value.value, value.astype(cached_value.value.dtype), (0, index, 0, 0)
+        cached_key.value = jax.lax.dynamic_update_slice(
+            cached_key.value, _to_length_last(key).astype(cached_key.value.dtype), (0, 0, 0, index)
+        )  # [batch, heads, kv, max_len]
+        cached_value.value = jax.lax.dynamic_update_slice(
+            cached_value.value, _to_length_last(value).astype(cached_value.value.dtype), (0, 0, 0, index)
         )
-        cached_key.value, cached_value.value = keys, values
-        max_len = keys.shape[1]
+        max_len = cached_key.value.shape[-1]
         seen = jnp.arange(max_len) <= index  # [max_len]: positions written so far
         step_mask = jnp.broadcast_to(seen[None, None, None, :], (batch, 1, 1, max_len))
+        keys, values = _from_length_last(cached_key.value), _from_length_last(cached_value.value)
         return keys, values, step_mask if mask is None else mask & step_mask
+
+
+def _to_length_last(x: Array) -> Array:
+    """[batch, length, heads, kv] -> [batch, heads, kv, length] (the cache's layout)."""
+    return jnp.transpose(x, (0, 2, 3, 1))
+
+
+def _from_length_last(x: Array) -> Array:
+    """[batch, heads, kv, length] -> [batch, length, heads, kv]; XLA folds this into the dots that read it."""
+    return jnp.transpose(x, (0, 3, 1, 2))

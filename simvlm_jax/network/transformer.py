@@ -155,7 +155,9 @@ class DecoderLayer(nn.Module):
         )
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
         h = _norm(cfg, "pre_cross_attention_layer_norm")(x)
-        h = _attention(cfg, "encoder_decoder_attention")(h, encoded, enc_dec_mask, enable_dropout=enable_dropout)
+        h = _attention(cfg, "encoder_decoder_attention")(
+            h, encoded, enc_dec_mask, enable_dropout=enable_dropout, decode=decode, static_kv=True
+        )
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
         h = _norm(cfg, "pre_mlp_layer_norm")(x)
         h = _mlp(cfg)(h, enable_dropout=enable_dropout)
