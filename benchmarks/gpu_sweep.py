@@ -57,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--budget_s", type=float, default=420.0)
-    parser.add_argument("--size", default="base", help="a size preset; 'tiny' with --batch_scale=0.03 checks the script on CPU")
+    parser.add_argument("--size", default="base", help="size preset ('tiny' with --batch_scale=0.03: a CPU check)")
     parser.add_argument("--batch_scale", type=float, default=1.0)
     parser.add_argument("--peak_size", type=int, default=8192)
     parser.add_argument("--only", default="", help="comma-separated variant labels to run (default: all)")
@@ -86,7 +86,8 @@ def main() -> None:
         result.update(batch=batch, wall_s=time.perf_counter() - t0, **overrides)
         results["variants"][label] = result
         write()
-        print(label, json.dumps({k: result.get(k) for k in ("step_s", "mfu", "temp_mib", "wall_s", "error")}), flush=True)
+        shown = {k: result.get(k) for k in ("step_s", "mfu", "temp_mib", "wall_s", "error")}
+        print(label, json.dumps(shown), flush=True)
 
     ok = {k: v for k, v in results["variants"].items() if "mfu" in v}
     if not ok or time.perf_counter() - started > args.budget_s + 60:
