@@ -31,3 +31,21 @@ def test_quick_suite_reports_mfu_against_its_own_peak(tmp_path):
 def test_small_config_is_the_documented_one():
     cfg = run.small_config()
     assert (cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.emb_dim, cfg.num_image_tokens) == (6, 6, 512, 64)
+
+
+def test_gpu_sweep_runs_a_variant_and_writes_its_mfu(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from benchmarks import gpu_sweep
+
+    out = tmp_path / "sweep.json"
+    argv = ["gpu_sweep", f"--out={out}", "--size=tiny", "--batch_scale=0.03", "--peak_size=256"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--only=einsum_b128_scan"])
+    gpu_sweep.main()
+    results = json.loads(out.read_text())
+    variant = results["variants"]["einsum_b128_scan"]
+    assert list(results["variants"]) == ["einsum_b128_scan"]  # --only ran that variant alone
+    assert variant["batch"] == 3 and variant["scan_layers"] is True
+    assert variant["train_gflops"] == pytest.approx(variant["mfu"] * results["peak_gflops_bfloat16"])
+    assert results["best"] == "einsum_b128_scan"
