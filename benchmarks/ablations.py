@@ -39,6 +39,10 @@ ROWS = {
         "4 conv blocks, the last stage at stride 1 (16 tokens)",
         [_CONFIG + "num_conv_blocks=4", _CONFIG + "image_token_stride=16"],
     ),
+    "decoder_only": (
+        "decoder-only: one stack of 4 layers, prefix-LM mask, no cross-attention",
+        [_CONFIG + "decoder_only=True"],
+    ),
     "plain_lm": (
         "plain LM objective: empty prefix for pairs and documents",
         ["--gin.MIXTURE_OR_TASK_NAME=embedded_plain_lm_mix"],

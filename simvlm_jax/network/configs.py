@@ -141,6 +141,10 @@ class SimVLMConfig:
     # A learned 2D relative position bias among the patches of each image in every encoder layer
     # (network/relative_position.py); False removes it (an ablation).
     image_relative_position: bool = True
+    # The architecture ablation: one stack of num_encoder_layers + num_decoder_layers self-attention layers
+    # over [image ; prefix ; targets] with a prefix-bidirectional, target-causal mask and no cross-attention
+    # (network/decoder_only.py). Images must then have image_size and max_images images per example.
+    decoder_only: bool = False
     # Dropout on embeddings, attention probabilities, MLP hidden units and residual branches.
     dropout_rate: float = 0.0
     # Compute dtype of activations ('float32' or 'bfloat16'); parameters are always float32.

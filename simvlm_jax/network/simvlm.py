@@ -11,6 +11,9 @@ Data flow (B = batch, N = images per example, T = image tokens per image, L = te
   decoder_input_tokens [B, L_dec] --shared table + positions--> causal self-attention, cross-attention
       to `encoded` --> final LayerNorm --> @ table^T * D**-0.5 --> logits [B, L_dec, vocab] float32
 
+With config.decoder_only (the architecture ablation, network/decoder_only.py) `encode` stops after the
+embeddings and `decode` runs one prefix-LM stack over [those embeddings ; decoder inputs].
+
 The network is built in setup() so that `encode` and `decode` can be called on their own with
 `module.apply(variables, ..., method=SimVLMNetwork.encode)`. Initialise with `__call__` so that every
 parameter exists.
@@ -25,6 +28,7 @@ from flax import linen as nn
 from simvlm_jax.network.attention import encoder_self_mask, encoder_valid_mask
 from simvlm_jax.network.configs import SimVLMConfig
 from simvlm_jax.network.conv_stem import ConvStem
+from simvlm_jax.network.decoder_only import PrefixDecoderStack
 from simvlm_jax.network.layers import DenseGeneral, Embed, with_sharding_constraint
 from simvlm_jax.network.transformer import Decoder, Encoder
 
@@ -73,8 +77,12 @@ class SimVLMNetwork(nn.Module):
             dtype=dtype,
             embedding_init=small_init,
         )
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg, shared_embedding=self.shared_embedding)
+        if cfg.decoder_only:
+            layout = (*cfg.image_grid(), cfg.max_images)
+            self.decoder = PrefixDecoderStack(cfg, shared_embedding=self.shared_embedding, image_layout=layout)
+        else:
+            self.encoder = Encoder(cfg)
+            self.decoder = Decoder(cfg, shared_embedding=self.shared_embedding)
 
     # ------------------------------------------------------------------ image tokens
 
@@ -159,6 +167,13 @@ class SimVLMNetwork(nn.Module):
         )  # [B, L_enc, D]
         x = jnp.concatenate([image_tokens, text_tokens], axis=1)  # [B, N*T + L_enc, D]
         encoder_mask = encoder_valid_mask(image_present, tokens_per_image, encoder_input_tokens)
+        if cfg.decoder_only:  # the prefix's layers are the decoder's own (decode runs them)
+            if (*grid, num_images) != (*cfg.image_grid(), cfg.max_images):
+                raise ValueError(
+                    f"decoder_only needs {cfg.max_images} image(s) of {cfg.image_size}x{cfg.image_size} pixels "
+                    f"per example (grid {cfg.image_grid()}), got {num_images} with grid {grid}"
+                )
+            return x, encoder_mask
         encoded = self.encoder(x, encoder_self_mask(encoder_mask), (*grid, num_images), enable_dropout)
         return encoded, encoder_mask
 
@@ -176,7 +191,7 @@ class SimVLMNetwork(nn.Module):
         """Decoder logits.
 
         Args:
-          encoded: [B, L_e, D] from `encode`.
+          encoded: [B, L_e, D] from `encode` (decoder_only: the embedded prefix).
           encoder_mask: [B, L_e] bool from `encode`.
           decoder_input_tokens: [B, L_dec] int, targets shifted right with start id 0 at position 0.
           decoder_target_tokens: [B, L_dec] int or None; > 0 marks valid positions (T5X convention).
@@ -196,6 +211,10 @@ class SimVLMNetwork(nn.Module):
         length = decoder_input_tokens.shape[1] if max_decode_length is None else max_decode_length
         if length > limit:
             raise ValueError(f"decoder length {length} > max_text_length {limit}")
+        if self.config.decoder_only:  # positions are implicit: the stack keeps its own step count
+            return self.decoder(
+                encoded, encoder_mask, decoder_input_tokens, decoder_target_tokens, enable_dropout, decode
+            )
         return self.decoder(
             encoded,
             encoder_mask,

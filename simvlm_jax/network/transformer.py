@@ -57,7 +57,7 @@ def _call_arguments(layer_cls: type) -> tuple[int, tuple[int, ...]]:
     return len(parameters) - 2, flags
 
 
-def _layer_stack(cfg: SimVLMConfig, layer_cls: type, num_layers: int):
+def layer_stack(cfg: SimVLMConfig, layer_cls: type, num_layers: int):
     """The layer class to instantiate: `layer_cls` wrapped in nn.remat (its bool flags static) and/or
     scanned over layers (every argument after x broadcast to each layer)."""
     num_args, static_argnums = _call_arguments(layer_cls)
@@ -99,7 +99,7 @@ def _mlp(cfg: SimVLMConfig) -> MlpBlock:
     )
 
 
-def _norm(cfg: SimVLMConfig, name: str) -> LayerNorm:
+def norm(cfg: SimVLMConfig, name: str) -> LayerNorm:
     return LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=jnp.dtype(cfg.dtype), name=name)
 
 
@@ -119,10 +119,10 @@ class EncoderLayer(nn.Module):
             bias = ImageRelativePositionBias(cfg.num_heads, cfg.image_grid(), name="image_relative_position")(
                 relpos_index
             )
-        h = _norm(cfg, "pre_attention_layer_norm")(x)
+        h = norm(cfg, "pre_attention_layer_norm")(x)
         h = _attention(cfg, "attention")(h, h, mask, bias, enable_dropout=enable_dropout)
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
-        h = _norm(cfg, "pre_mlp_layer_norm")(x)
+        h = norm(cfg, "pre_mlp_layer_norm")(x)
         h = _mlp(cfg)(h, enable_dropout=enable_dropout)
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
         x = with_sharding_constraint(x, _ACTIVATION_AXES)
@@ -149,17 +149,17 @@ class DecoderLayer(nn.Module):
         enc_dec_mask [batch, 1, dec_len, enc_len]; decode_index: the decoded token's position (scalar).
         Returns x, or (x, None) when scanned."""
         cfg = self.config
-        h = _norm(cfg, "pre_self_attention_layer_norm")(x)
+        h = norm(cfg, "pre_self_attention_layer_norm")(x)
         h = _attention(cfg, "self_attention")(
             h, h, self_mask, enable_dropout=enable_dropout, decode=decode, decode_index=decode_index
         )
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
-        h = _norm(cfg, "pre_cross_attention_layer_norm")(x)
+        h = norm(cfg, "pre_cross_attention_layer_norm")(x)
         h = _attention(cfg, "encoder_decoder_attention")(
             h, encoded, enc_dec_mask, enable_dropout=enable_dropout, decode=decode, static_kv=True
         )
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
-        h = _norm(cfg, "pre_mlp_layer_norm")(x)
+        h = norm(cfg, "pre_mlp_layer_norm")(x)
         h = _mlp(cfg)(h, enable_dropout=enable_dropout)
         x = x + dropout(h, cfg.dropout_rate, enable_dropout)
         x = with_sharding_constraint(x, _ACTIVATION_AXES)
@@ -185,13 +185,13 @@ class Encoder(nn.Module):
             grid_h, grid_w, num_images = image_layout
             text_length = x.shape[1] - num_images * grid_h * grid_w
             relpos_index = bucket_index((grid_h, grid_w), num_images, text_length, cfg.image_grid())
-        layer = _layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers)
+        layer = layer_stack(cfg, EncoderLayer, cfg.num_encoder_layers)
         if cfg.scan_layers:
             x, _ = layer(cfg, name="layers")(x, mask, relpos_index, enable_dropout)
         else:
             for i in range(cfg.num_encoder_layers):
                 x = layer(cfg, name=f"layers_{i}")(x, mask, relpos_index, enable_dropout)
-        x = _norm(cfg, "encoder_norm")(x)
+        x = norm(cfg, "encoder_norm")(x)
         return dropout(x, cfg.dropout_rate, enable_dropout)
 
 
@@ -253,14 +253,14 @@ class Decoder(nn.Module):
             )
         enc_dec_mask = cross_mask(decoder_valid, encoder_mask)  # [batch, 1, dec_len, enc_len]
 
-        layer = _layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers)
+        layer = layer_stack(cfg, DecoderLayer, cfg.num_decoder_layers)
         args = (encoded, self_mask, enc_dec_mask, enable_dropout, decode, decode_index)
         if cfg.scan_layers:
             x, _ = layer(cfg, name="layers")(x, *args)
         else:
             for i in range(cfg.num_decoder_layers):
                 x = layer(cfg, name=f"layers_{i}")(x, *args)
-        x = _norm(cfg, "decoder_norm")(x)
+        x = norm(cfg, "decoder_norm")(x)
         x = dropout(x, cfg.dropout_rate, enable_dropout)
         # Logits through the shared table, scaled by emb_dim**-0.5 as in T5 (the table has unit variance).
         logits = self.shared_embedding.attend(x).astype(jnp.float32) * cfg.emb_dim**-0.5
