@@ -47,6 +47,10 @@ ROWS = {
         "plain LM objective: empty prefix for pairs and documents",
         ["--gin.MIXTURE_OR_TASK_NAME=embedded_plain_lm_mix"],
     ),
+    "span_corruption": (
+        "T5 span corruption (15%, spans of 3) instead of PrefixLM, 100 sentinel ids",
+        ["--gin.MIXTURE_OR_TASK_NAME=embedded_span_corruption_mix", _CONFIG + "vocab_size=2100"],
+    ),
     "pairs_only": ("no text-only data", ["--gin.MIXTURE_OR_TASK_NAME=embedded_scenes_prefixlm"]),
     "text_only": ("no image-text data", ["--gin.MIXTURE_OR_TASK_NAME=embedded_text_prefixlm"]),
 }

@@ -234,3 +234,15 @@ def test_a_smaller_vocabulary_is_refused_for_full_size_presets_only():
     config_checks.check_vocabulary(
         vocabulary, SimpleNamespace(vocab_size=32000, preset="large"), allow_size_mismatch=True
     )
+
+
+def test_a_task_may_add_extra_ids_to_the_models_sentencepiece_model_if_the_table_has_rows_for_them():
+    # Stand-ins with what the check reads: vocab_size and the SentencePiece model file.
+    model_vocabulary = SimpleNamespace(vocab_size=2000, sentencepiece_model_file="/models/spm.model")
+    with_sentinels = SimpleNamespace(vocab_size=2100, sentencepiece_model_file="/models/spm.model")
+    other = SimpleNamespace(vocab_size=2100, sentencepiece_model_file="/models/other.model")
+    config_checks.check_task_vocabulary(with_sentinels, model_vocabulary, "span", embedding_rows=2100)
+    with pytest.raises(config_checks.ConfigError, match="vocabulary of 2100 ids"):
+        config_checks.check_task_vocabulary(with_sentinels, model_vocabulary, "span", embedding_rows=2000)
+    with pytest.raises(config_checks.ConfigError, match="vocabulary of 2100 ids"):
+        config_checks.check_task_vocabulary(other, model_vocabulary, "other", embedding_rows=2100)

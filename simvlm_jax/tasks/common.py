@@ -8,7 +8,7 @@ from typing import Optional
 import seqio
 
 from simvlm_jax.data import embedded as embedded_data
-from simvlm_jax.data import preprocessors, question_answering
+from simvlm_jax.data import preprocessors, question_answering, span_corruption
 
 # The PrefixLM split's defaults (the paper does not give its distribution; see docs/data.md).
 DEFAULT_SPLIT = dict(min_prefix_tokens=0, max_prefix_tokens=None, min_target_tokens=1)
@@ -24,14 +24,28 @@ def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
     }
 
 
+OBJECTIVES = ("prefix_lm", "span_corruption")
+
+
+def _objective_step(objective: str, split_kwargs: dict):
+    """The preprocessor that turns `text_tokens` into `inputs` / `targets` for `objective`."""
+    if objective == "span_corruption":
+        return span_corruption.span_corruption
+    if objective != "prefix_lm":
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    return functools.partial(preprocessors.prefix_lm_split, **{**DEFAULT_SPLIT, **split_kwargs})
+
+
 def image_text_preprocessors(
     image_key: str = "image",
     text_key: str = "text",
     prompt: Optional[str] = None,
     id_key: Optional[str] = None,
+    objective: str = "prefix_lm",
     **split_kwargs,
 ) -> list:
-    """Image-text pairs -> PrefixLM examples (or prompted captioning examples when `prompt` is set).
+    """Image-text pairs -> PrefixLM examples (or prompted captioning examples when `prompt` is set; or
+    T5 span corruption of the caption with `objective='span_corruption'`, the ablation).
     `id_key` names a record id to keep as `example_id` (shown in predictions)."""
     steps = [
         functools.partial(preprocessors.rekey_image_text, image_key=image_key, text_key=text_key, id_key=id_key),
@@ -43,20 +57,22 @@ def image_text_preprocessors(
     if prompt is not None:
         steps.append(functools.partial(preprocessors.captioning_prompt, prompt=prompt))
     else:
-        steps.append(functools.partial(preprocessors.prefix_lm_split, **{**DEFAULT_SPLIT, **split_kwargs}))
+        steps.append(_objective_step(objective, split_kwargs))
     steps.append(seqio.preprocessors.append_eos_after_trim)
     return steps
 
 
-def text_only_preprocessors(text_key: str = "text", id_key: Optional[str] = None, **split_kwargs) -> list:
+def text_only_preprocessors(
+    text_key: str = "text", id_key: Optional[str] = None, objective: str = "prefix_lm", **split_kwargs
+) -> list:
     """Documents -> PrefixLM examples with a blank, masked-out image; a long document is split in a random
-    window (`prefix_lm_split(random_window=True)`)."""
+    window (`prefix_lm_split(random_window=True)`). `objective='span_corruption'`: T5's objective instead."""
     return [
         functools.partial(preprocessors.rekey_text, text_key=text_key, id_key=id_key),
         preprocessors.check_text,
         preprocessors.add_blank_image,
         preprocessors.tokenize_text,
-        functools.partial(preprocessors.prefix_lm_split, **{**DEFAULT_SPLIT, "random_window": True, **split_kwargs}),
+        _objective_step(objective, {"random_window": True, **split_kwargs}),
         seqio.preprocessors.append_eos_after_trim,
     ]
 

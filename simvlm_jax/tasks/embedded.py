@@ -13,6 +13,11 @@ modelling (image -> whole caption; documents predicted from their window's start
 
     embedded_scenes_plain_lm, embedded_text_plain_lm, embedded_plain_lm_mix (8:1)
 
+T5's span-corruption objective on the same data (sentinels are 100 extra ids after the 2,000 pieces, so
+a model trained on it needs vocab_size 2100):
+
+    embedded_scenes_span_corruption, embedded_text_span_corruption, embedded_span_corruption_mix (8:1)
+
 The data ablations train on `embedded_scenes_prefixlm` alone (no text-only data) or
 `embedded_text_prefixlm` alone (no image-text data).
 
@@ -67,6 +72,24 @@ common.add_task(
 common.add_mixture(
     "embedded_plain_lm_mix",
     [("embedded_scenes_plain_lm", IMAGE_TEXT_RATE), ("embedded_text_plain_lm", TEXT_ONLY_RATE)],
+)
+SENTINEL_IDS = 100
+VOCABULARY_WITH_SENTINELS = embedded_data.embedded_vocabulary(extra_ids=SENTINEL_IDS)
+common.add_task(
+    "embedded_scenes_span_corruption",
+    common.PreparedTfdsSource(_SCENES, splits=["train", "validation", "heldout"]),
+    VOCABULARY_WITH_SENTINELS,
+    common.image_text_preprocessors(image_key="image", text_key="caption", id_key="id", objective="span_corruption"),
+)
+common.add_task(
+    "embedded_text_span_corruption",
+    common.PreparedTfdsSource(_TEXT, splits=["train", "validation"]),
+    VOCABULARY_WITH_SENTINELS,
+    common.text_only_preprocessors(text_key="text", objective="span_corruption"),
+)
+common.add_mixture(
+    "embedded_span_corruption_mix",
+    [("embedded_scenes_span_corruption", IMAGE_TEXT_RATE), ("embedded_text_span_corruption", TEXT_ONLY_RATE)],
 )
 common.add_task(
     "embedded_scenes_captioning",

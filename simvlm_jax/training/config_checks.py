@@ -130,13 +130,23 @@ def check_vocabulary(vocabulary, config, name: str = "VOCABULARY", allow_size_mi
         )
 
 
-def check_task_vocabulary(task_vocabulary, model_vocabulary, task_name: str) -> None:
-    """The task tokenizes with the model's vocabulary (same size and same pieces)."""
+def _same_pieces(first, second) -> bool:
+    """Both are SentencePiece vocabularies over one model file (they may differ in extra_ids)."""
+    files = [getattr(v, "sentencepiece_model_file", None) for v in (first, second)]
+    return files[0] is not None and files[0] == files[1]
+
+
+def check_task_vocabulary(task_vocabulary, model_vocabulary, task_name: str, embedding_rows: int | None = None) -> None:
+    """The task tokenizes with the model's vocabulary: the same size and pieces, or the same SentencePiece
+    model with other extra ids (e.g. span corruption's sentinels) when every id has an embedding row."""
     if task_vocabulary is None or model_vocabulary is None:
         return
     if task_vocabulary == model_vocabulary:
         return
-    if int(task_vocabulary.vocab_size) != int(model_vocabulary.vocab_size):
+    size = int(task_vocabulary.vocab_size)
+    if _same_pieces(task_vocabulary, model_vocabulary) and (embedding_rows is None or size <= embedding_rows):
+        return
+    if size != int(model_vocabulary.vocab_size):
         raise ConfigError(
             f"Task {task_name!r} tokenizes with a vocabulary of {task_vocabulary.vocab_size} ids but the model's "
             f"VOCABULARY has {model_vocabulary.vocab_size}: register the task with the model's vocabulary "
@@ -279,4 +289,5 @@ def check_inference_config(model, lengths: Mapping[str, int], mixture_or_task_na
     check_image_size(lengths.get("image"), config)
     for task in _tasks_of(mixture_or_task_name):
         feature = task.output_features.get("targets")
-        check_task_vocabulary(getattr(feature, "vocabulary", None), model.output_vocabulary, task.name)
+        vocabulary = getattr(feature, "vocabulary", None)
+        check_task_vocabulary(vocabulary, model.output_vocabulary, task.name, config.vocab_size)
