@@ -5,7 +5,10 @@
 
 Each row is `python -m simvlm_jax.train --gin_file=gin/tiny_cpu.gin` plus its overrides (ROWS below), trained
 for `--steps` steps and scored once at the end: zero-shot captioning CIDEr on the validation scenes and on the
-held-out colour-shape compositions (`embedded_captioning_mix`). The runs go one after another (every run uses
+held-out colour-shape compositions (`embedded_captioning_mix`). With `--finetune_steps=N`, each pretrained
+checkpoint is then fine-tuned on easy-VQA for N steps (`gin/tiny_easy_vqa.gin` with the row's network
+overrides) and scored on its test split; the row `no_pretraining` does that fine-tuning alone, from random
+parameters. The runs go one after another (every run uses
 the whole machine); each prints its scores as it ends, and `<out>/ablations.json` and `<out>/ablations.md`
 (the table, mean and spread over seeds) are rewritten after every run. docs/ablations.md holds the table.
 """
@@ -54,10 +57,50 @@ ROWS = {
     "pairs_only": ("no text-only data", ["--gin.MIXTURE_OR_TASK_NAME=embedded_scenes_prefixlm"]),
     "text_only": ("no image-text data", ["--gin.MIXTURE_OR_TASK_NAME=embedded_text_prefixlm"]),
 }
+NO_PRETRAINING = "no_pretraining"
+ROWS[NO_PRETRAINING] = ("no pretraining: easy-VQA fine-tuning from random parameters", [])
 _SCORE = re.compile(r"^infer_eval (\S+) @ (\d+): (.*)$")
 
 
+def _scores(stdout: str, step: int) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} of the inference evaluation printed at `step`."""
+    scores = {}
+    for line in stdout.splitlines():
+        match = _SCORE.match(line)
+        if match and int(match.group(2)) == step:
+            scores[match.group(1)] = {k: float(v) for k, v in (p.split() for p in match.group(3).split(", "))}
+    return scores
+
+
+def finetune_row(name: str, seed: int, steps: int, finetune_steps: int, out: str) -> dict:
+    """Fine-tunes the row's pretrained checkpoint (none for no_pretraining) on easy-VQA; the test accuracy."""
+    start_step = 0 if name == NO_PRETRAINING else steps
+    initial = "None" if name == NO_PRETRAINING else os.path.join(out, f"{name}_seed{seed}", f"checkpoint_{steps}")
+    network_overrides = [o for o in ROWS[name][1] if o.startswith(_CONFIG)]
+    end = start_step + finetune_steps
+    command = [
+        sys.executable, "-m", "simvlm_jax.train", "--gin_file=gin/tiny_easy_vqa.gin",
+        f"--gin.MODEL_DIR={os.path.join(out, f'{name}_seed{seed}_easy_vqa{finetune_steps}')}",
+        f"--gin.INITIAL_CHECKPOINT_PATH={initial}", f"--gin.INITIAL_STEP={start_step}",
+        f"--gin.TRAIN_STEPS={end}", f"--gin.RANDOM_SEED={seed}", f"--gin.EVAL_PERIOD={finetune_steps}",
+        f"--gin.CHECKPOINT_PERIOD={finetune_steps}", *network_overrides,
+    ]  # fmt: skip
+    started = time.time()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=out)
+    scores = _scores(done.stdout, end)
+    if done.returncode != 0 or "easy_vqa" not in scores:
+        raise RuntimeError(f"{name} seed {seed} fine-tuning failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return {
+        "easy_vqa_accuracy": scores["easy_vqa"]["vqa_accuracy"],
+        "finetune_steps": finetune_steps,
+        "finetune_seconds": round(time.time() - started, 1),
+        "finetune_command": " ".join(command[1:]),
+    }
+
+
 def run_row(name: str, seed: int, steps: int, out: str) -> dict:
+    if name == NO_PRETRAINING:
+        return {"row": name, "seed": seed, "steps": steps}
     model_dir = os.path.join(out, f"{name}_seed{seed}")
     command = [
         sys.executable, "-m", "simvlm_jax.train", "--gin_file=gin/tiny_cpu.gin",
@@ -66,11 +109,7 @@ def run_row(name: str, seed: int, steps: int, out: str) -> dict:
     ]  # fmt: skip
     start = time.time()
     done = subprocess.run(command, capture_output=True, text=True, cwd=out)
-    scores = {}
-    for line in done.stdout.splitlines():
-        match = _SCORE.match(line)
-        if match and int(match.group(2)) == steps:
-            scores[match.group(1)] = {k: float(v) for k, v in (p.split() for p in match.group(3).split(", "))}
+    scores = _scores(done.stdout, steps)
     if done.returncode != 0 or len(scores) != 2:
         raise RuntimeError(f"{name} seed {seed} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return {
@@ -86,9 +125,10 @@ def run_row(name: str, seed: int, steps: int, out: str) -> dict:
 
 
 def table(results: list[dict]) -> str:
+    """Mean ± standard deviation over seeds, then each seed's value; "n/a" where a row has no such figure."""
     lines = [
-        "| row | what | seeds | CIDEr validation | CIDEr held-out | exact match % |",
-        "|---|---|---|---|---|---|",
+        "| row | what | seeds | CIDEr validation | CIDEr held-out | exact match % | easy-VQA accuracy |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, (what, _) in ROWS.items():
         runs = [r for r in results if r["row"] == name]
@@ -96,13 +136,15 @@ def table(results: list[dict]) -> str:
             continue
 
         def cell(key):
-            values = [r[key] for r in runs]
+            values = [r[key] for r in runs if key in r]
+            if not values:
+                return "n/a"
             spread = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
             return f"{statistics.mean(values):.1f}{spread} ({', '.join(f'{v:.1f}' for v in values)})"
 
         lines.append(
             f"| `{name}` | {what} | {len(runs)} | {cell('cider_validation')} | {cell('cider_heldout')} | "
-            f"{cell('exact_validation')} |"
+            f"{cell('exact_validation')} | {cell('easy_vqa_accuracy')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -113,21 +155,31 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--finetune_steps", type=int, default=0, help="easy-VQA fine-tuning steps (0: none)")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "ablations.json")
     results = json.load(open(path)) if os.path.exists(path) else []
+
+    def save():
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+        with open(os.path.join(args.out, "ablations.md"), "w") as f:
+            f.write(table(results))
+
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in args.rows.split(","):
-            if any(r["row"] == name and r["seed"] == seed and r["steps"] == args.steps for r in results):
-                continue  # already measured (rerun after an interruption resumes here)
-            result = run_row(name, seed, args.steps, args.out)
-            print(json.dumps(result), flush=True)
-            results.append(result)
-            with open(path, "w") as f:
-                json.dump(results, f, indent=1)
-            with open(os.path.join(args.out, "ablations.md"), "w") as f:
-                f.write(table(results))
+            # Already measured rows are kept (a rerun after an interruption resumes where it stopped).
+            result = next((r for r in results if (r["row"], r["seed"], r["steps"]) == (name, seed, args.steps)), None)
+            if result is None:
+                result = run_row(name, seed, args.steps, args.out)
+                results.append(result)
+                print(json.dumps(result), flush=True)
+                save()
+            if args.finetune_steps and result.get("finetune_steps") != args.finetune_steps:
+                result.update(finetune_row(name, seed, args.steps, args.finetune_steps, args.out))
+                print(json.dumps(result), flush=True)
+                save()
     print(table(results))
     return 0
 
