@@ -58,6 +58,15 @@ def matmul_peak_gflops(size: int, dtype: str, repeats: int = 5) -> float:
     return 2.0 * size**3 / seconds / 1e9
 
 
+def numpy_matmul_peak_gflops(size: int, repeats: int = 5) -> float:
+    """GFLOP/s of a float32 [size, size] @ [size, size] matmul through numpy (the BLAS it ships with)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    seconds = timed(lambda: a @ b, warmup=2, repeats=repeats)
+    return 2.0 * size**3 / seconds / 1e9
+
+
 # ------------------------------------------------------------------------------------------ inputs
 def random_batch(cfg: SimVLMConfig, shapes: Shapes, seed: int = 0) -> dict[str, np.ndarray]:
     """A batch of the model's features with every text position real (no padding)."""

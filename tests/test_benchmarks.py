@@ -49,3 +49,13 @@ def test_gpu_sweep_runs_a_variant_and_writes_its_mfu(tmp_path, monkeypatch):
     assert variant["batch"] == 3 and variant["scan_layers"] is True
     assert variant["train_gflops"] == pytest.approx(variant["mfu"] * results["peak_gflops_bfloat16"])
     assert results["best"] == "einsum_b128_scan"
+
+
+def test_the_peer_part_without_pytorch_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from benchmarks import peer
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(RuntimeError, match=r"pip install '\.\[peer\]'"):
+        peer.peer_benchmark(run.small_config(), None)
