@@ -147,6 +147,10 @@ class SimVLMConfig:
     decoder_only: bool = False
     # Dropout on embeddings, attention probabilities, MLP hidden units and residual branches.
     dropout_rate: float = 0.0
+    # Stochastic depth: the probability that a residual branch is dropped for an example, in training, in
+    # every encoder layer (attention and MLP) and every conv-stem bottleneck block, never in the decoder; the
+    # same rate everywhere (assumed: the paper fine-tunes with 0.1 "on the stem and encoder").
+    stochastic_depth_rate: float = 0.0
     # Compute dtype of activations ('float32' or 'bfloat16'); parameters are always float32.
     dtype: str = "float32"
     # Activation of the Transformer MLP: 'gelu' (exact), 'gelu_tanh', 'relu' or 'silu'.
@@ -189,8 +193,9 @@ class SimVLMConfig:
         ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"SimVLMConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"SimVLMConfig.dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        for name in ("dropout_rate", "stochastic_depth_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"SimVLMConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.num_conv_blocks <= 4:
             raise ValueError(f"num_conv_blocks must be in 0..4, got {self.num_conv_blocks}")
         if len(self.stem_blocks_per_stage) < self.num_conv_blocks:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from simvlm_jax.network.configs import SimVLMConfig
-from simvlm_jax.network.layers import DType, param_with_axes
+from simvlm_jax.network.layers import DType, drop_path, param_with_axes
 
 Array = jax.Array
 
@@ -152,9 +152,10 @@ class Bottleneck(nn.Module):
     strides: int = 1
     max_groups: int = 32
     dtype: DType = jnp.float32
+    stochastic_depth_rate: float = 0.0  # drop probability of the residual branch (training only)
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, enable_dropout: bool = False) -> Array:
         """[batch, H, W, C_in] -> [batch, H / strides, W / strides, 4 * width]."""
         out_features = 4 * self.width
         residual = x
@@ -167,7 +168,7 @@ class Bottleneck(nn.Module):
         if x.shape[-1] != out_features or self.strides != 1:
             residual = Conv(out_features, 1, self.strides, dtype=self.dtype, name="proj")(x)
             residual = GroupNorm(self.max_groups, dtype=self.dtype, name="proj_norm")(residual)
-        return nn.relu(residual + y)
+        return nn.relu(residual + drop_path(y, self.stochastic_depth_rate, enable_dropout))
 
 
 class ConvStem(nn.Module):
@@ -180,7 +181,8 @@ class ConvStem(nn.Module):
     config: SimVLMConfig
 
     @nn.compact
-    def __call__(self, images: Array) -> Array:
+    def __call__(self, images: Array, enable_dropout: bool = False) -> Array:
+        """enable_dropout: stochastic depth on the bottleneck blocks (config.stochastic_depth_rate)."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         if cfg.num_conv_blocks == 0:
@@ -208,7 +210,8 @@ class ConvStem(nn.Module):
                     strides=stage_stride if block == 0 else 1,
                     max_groups=cfg.stem_norm_groups,
                     dtype=dtype,
+                    stochastic_depth_rate=cfg.stochastic_depth_rate,
                     name=f"stage{stage + 1}_block{block + 1}",
-                )(x)
+                )(x, enable_dropout)
         # [batch, H / conv_stride, W / conv_stride, 4 * stem_width * 2**(num_conv_blocks - 1)]
         return space_to_depth(x, cfg.stem_stride // cfg.conv_stride)

@@ -57,6 +57,15 @@ def dropout(x: Array, rate: float, enable_dropout: bool) -> Array:
     return nn.Dropout(rate=rate)(x, deterministic=False)
 
 
+def drop_path(x: Array, rate: float, enable_dropout: bool) -> Array:
+    """Stochastic depth on a residual branch x [batch, ...]: each example's whole branch is zeroed with
+    probability `rate` and kept ones are scaled by 1 / (1 - rate); the identity unless enable_dropout and
+    rate > 0. Draws from the 'dropout' rng stream, like `dropout`."""
+    if rate == 0.0 or not enable_dropout:
+        return x
+    return nn.Dropout(rate=rate, broadcast_dims=tuple(range(1, x.ndim)))(x, deterministic=False)
+
+
 def contract(x: Array, kernel: Array, contract_dims: int) -> Array:
     """x [..., *in] . kernel [*in, *out] -> [..., *out] (the last `contract_dims` axes of x against the
     first ones of kernel). On XLA:CPU with the hand-written backward pass of `contract_cpu_backward`,

@@ -100,11 +100,12 @@ class SimVLMNetwork(nn.Module):
             table = table.reshape(grid_h * grid_w, -1)
         return jnp.asarray(table, jnp.dtype(self.config.dtype))
 
-    def embed_images(self, images: Array) -> tuple[Array, tuple[int, int]]:
-        """images [B, N, H, W, C] -> (image tokens [B, N * T, embed], the feature grid (h, w), T = h * w)."""
+    def embed_images(self, images: Array, enable_dropout: bool = False) -> tuple[Array, tuple[int, int]]:
+        """images [B, N, H, W, C] -> (image tokens [B, N * T, embed], the feature grid (h, w), T = h * w);
+        enable_dropout turns on the stem's stochastic depth."""
         cfg = self.config
         batch, num_images, height, width, channels = images.shape
-        features = self.image_stem(images.reshape(batch * num_images, height, width, channels))
+        features = self.image_stem(images.reshape(batch * num_images, height, width, channels), enable_dropout)
         _, grid_h, grid_w, stem_features = features.shape  # [B*N, h, w, C_stem]
         tokens = features.reshape(batch * num_images, grid_h * grid_w, stem_features)
         if cfg.num_conv_blocks > 0:
@@ -160,7 +161,7 @@ class SimVLMNetwork(nn.Module):
         if text_length > cfg.max_text_length:
             raise ValueError(f"text prefix length {text_length} > max_text_length {cfg.max_text_length}")
 
-        image_tokens, grid = self.embed_images(images)  # [B, N*T, D], (h, w)
+        image_tokens, grid = self.embed_images(images, enable_dropout)  # [B, N*T, D], (h, w)
         tokens_per_image = image_tokens.shape[1] // num_images
         text_tokens = (
             self.shared_embedding(encoder_input_tokens) + self.text_position_embedding(jnp.arange(text_length))[None]

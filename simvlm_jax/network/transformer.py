@@ -24,7 +24,7 @@ from flax.linen import partitioning as nn_partitioning
 
 from simvlm_jax.network.attention import MultiHeadAttention, cross_mask, decoder_causal_mask
 from simvlm_jax.network.configs import SimVLMConfig
-from simvlm_jax.network.layers import Embed, LayerNorm, MlpBlock, dropout, with_sharding_constraint
+from simvlm_jax.network.layers import Embed, LayerNorm, MlpBlock, drop_path, dropout, with_sharding_constraint
 from simvlm_jax.network.relative_position import ImageRelativePositionBias, bucket_index
 
 Array = jax.Array
@@ -119,12 +119,13 @@ class EncoderLayer(nn.Module):
             bias = ImageRelativePositionBias(cfg.num_heads, cfg.image_grid(), name="image_relative_position")(
                 relpos_index
             )
+        depth_rate = cfg.stochastic_depth_rate
         h = norm(cfg, "pre_attention_layer_norm")(x)
         h = _attention(cfg, "attention")(h, h, mask, bias, enable_dropout=enable_dropout)
-        x = x + dropout(h, cfg.dropout_rate, enable_dropout)
+        x = x + drop_path(dropout(h, cfg.dropout_rate, enable_dropout), depth_rate, enable_dropout)
         h = norm(cfg, "pre_mlp_layer_norm")(x)
         h = _mlp(cfg)(h, enable_dropout=enable_dropout)
-        x = x + dropout(h, cfg.dropout_rate, enable_dropout)
+        x = x + drop_path(dropout(h, cfg.dropout_rate, enable_dropout), depth_rate, enable_dropout)
         x = with_sharding_constraint(x, _ACTIVATION_AXES)
         return (x, None) if cfg.scan_layers else x
 
