@@ -28,7 +28,7 @@ from flax import linen as nn
 from simvlm_jax.network.configs import SimVLMConfig
 from simvlm_jax.network.layers import Embed, dropout, with_sharding_constraint
 from simvlm_jax.network.relative_position import bucket_index
-from simvlm_jax.network.transformer import EncoderLayer, layer_stack, norm
+from simvlm_jax.network.transformer import EncoderLayer, decoder_position_table, layer_stack, norm
 
 Array = jax.Array
 
@@ -75,14 +75,7 @@ class PrefixDecoderStack(nn.Module):
         if decode:
             decoder_input_tokens, step_index = self._decoded_tokens(decoder_input_tokens)
         batch, length = decoder_input_tokens.shape
-        positions = Embed(
-            cfg.max_text_length,
-            cfg.emb_dim,
-            axes=("text_positions", "embed"),
-            dtype=jnp.dtype(cfg.dtype),
-            embedding_init=nn.initializers.normal(stddev=0.02),
-            name="position_embedding",
-        )(jnp.arange(length))
+        positions = decoder_position_table(cfg)(jnp.arange(length))
         targets = self.shared_embedding(decoder_input_tokens) + positions[None]  # [B, L, D]
         x = jnp.concatenate([prefix.astype(targets.dtype), targets], axis=1)  # [B, P + L, D]
         x = dropout(x, cfg.dropout_rate, enable_dropout)

@@ -89,6 +89,18 @@ def stack_layer_params(stack_params: dict, num_layers: int) -> dict:
     return {**rest, "layers": stacked}
 
 
+def decoder_position_table(cfg: SimVLMConfig) -> Embed:
+    """The decoder's learned position table [max_text_length, embed] (module name `position_embedding`)."""
+    return Embed(
+        cfg.max_text_length,
+        cfg.emb_dim,
+        axes=("text_positions", "embed"),
+        dtype=jnp.dtype(cfg.dtype),
+        embedding_init=nn.initializers.normal(stddev=0.02),
+        name="position_embedding",
+    )
+
+
 def _mlp(cfg: SimVLMConfig) -> MlpBlock:
     return MlpBlock(
         mlp_dim=cfg.mlp_dim,
@@ -230,15 +242,7 @@ class Decoder(nn.Module):
         cfg = self.config
         batch, length = decoder_input_tokens.shape
         positions, decode_index = self._positions(batch, length, decoder_positions, decode)
-        position_table = Embed(
-            cfg.max_text_length,
-            cfg.emb_dim,
-            axes=("text_positions", "embed"),
-            dtype=jnp.dtype(cfg.dtype),
-            embedding_init=nn.initializers.normal(stddev=0.02),
-            name="position_embedding",
-        )
-        x = self.shared_embedding(decoder_input_tokens) + position_table(positions)
+        x = self.shared_embedding(decoder_input_tokens) + decoder_position_table(cfg)(positions)
         x = dropout(x, cfg.dropout_rate, enable_dropout)
         x = with_sharding_constraint(x, _ACTIVATION_AXES)  # [batch, dec_len, embed]
 
