@@ -24,7 +24,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def load_checkpoint(path: str) -> tuple[int, dict[str, np.ndarray]]:
     """(step, {'/'-joined parameter name: numpy array}) of a checkpoint_<step> dir or a model dir."""
     import flax
-    import orbax.checkpoint as ocp
 
     from simvlm_jax.training import checkpoints
 
@@ -32,7 +31,7 @@ def load_checkpoint(path: str) -> tuple[int, dict[str, np.ndarray]]:
     state_dir = os.path.join(os.path.abspath(directory), "state")
     if not os.path.isdir(state_dir):
         raise FileNotFoundError(f"{directory} has no state/ folder: not a simvlm-jax (T5X-layout) checkpoint.")
-    tree = ocp.PyTreeCheckpointer().restore(state_dir)
+    tree = checkpoints.read_state_as_numpy(state_dir)
     params = flax.traverse_util.flatten_dict(tree["target"], sep="/")
     step = int(np.asarray(tree["state"]["step"]))
     return step, {name: np.asarray(value) for name, value in params.items()}

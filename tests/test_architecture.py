@@ -24,6 +24,7 @@ ALLOWED = {
     "cli": {"network", "data", "model", "metrics", "training"},
     "t5x_compat": {"training", "cli"},
     "gin": set(),
+    "launch": set(),  # launchers build command lines only
 }
 ENTRY = "entry points"
 GIN_ALLOWED = {"cli", "t5x_compat", ENTRY}

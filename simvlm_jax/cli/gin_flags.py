@@ -166,15 +166,20 @@ def _parameters_of(selector: str) -> list[str]:
 PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 
 
-def define_flags() -> None:
-    """T5X's flags for the gin entry points (train, eval, infer)."""
+def define_flags(multi_process: bool = False) -> None:
+    """T5X's flags for the gin entry points (train, eval, infer); the multi-process ones only for train
+    (eval and infer read and decode in one process)."""
     from absl import flags
 
     flags.DEFINE_multi_string("gin_file", None, "Gin files to parse, in order (repeatable); e.g. gin/tiny_cpu.gin.")
     flags.DEFINE_multi_string("gin_bindings", [], "Individual gin bindings; --gin.NAME=VALUE is shorthand.")
     flags.DEFINE_list("gin_search_paths", [], "Folders searched for gin files before the installed ones.")
     flags.DEFINE_string("tfds_data_dir", None, "Overrides the TFDS data dir of every task.")
-    flags.DEFINE_bool("multiprocess_gpu", False, "Multi-process GPU run (set the coordinator flags too).")
+    if not multi_process:
+        return
+    flags.DEFINE_bool(
+        "multiprocess_gpu", False, "Multi-process GPU run (T5X's flag): coordinator flags, or JAX's SLURM detection."
+    )
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for jax.distributed.")
     flags.DEFINE_integer("process_count", None, "Number of processes (multi-host).")
     flags.DEFINE_integer("process_index", None, "This process's index (multi-host).")

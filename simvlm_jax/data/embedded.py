@@ -89,9 +89,16 @@ def prepare_vocabulary(
 
 
 def prepare_builder(builder_cls, data_dir: str | None = None, **builder_kwargs) -> str:
-    """Generates one of the package's TFDS datasets unless present; returns its folder."""
-    builder = builder_cls(data_dir=tfds_data_dir(data_dir), **builder_kwargs)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    """Generates one of the package's TFDS datasets unless present; returns its folder. Several processes
+    starting at once (the hosts of one run, parallel runs) take turns: the first generates, the others
+    wait for it and then find the dataset prepared."""
+    import portalocker
+
+    root = tfds_data_dir(data_dir)
+    os.makedirs(root, exist_ok=True)
+    with portalocker.Lock(os.path.join(root, f".{builder_cls.name}.prepare.lock"), timeout=3600):
+        builder = builder_cls(data_dir=root, **builder_kwargs)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return os.fspath(builder.data_dir)
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import jax
 import numpy as np
 import tensorflow as tf
+from jax.experimental import multihost_utils
 
 
 class EvaluationInterrupted(RuntimeError):
@@ -67,7 +68,7 @@ class ModelRunner:
         results = []
         for indices, batch, real in self._batches(dataset):
             tokens, _ = self._predict(self.params, batch)
-            results.extend((int(i), row.tolist()) for i, row in zip(indices[:real], np.asarray(tokens)[:real]))
+            results.extend((int(i), row.tolist()) for i, row in zip(indices[:real], to_host(tokens)[:real]))
         return results
 
     def score_fn(self, dataset: tf.data.Dataset, model_feature_shapes=None) -> list[tuple[int, float]]:
@@ -75,9 +76,17 @@ class ModelRunner:
         del model_feature_shapes
         results = []
         for indices, batch, real in self._batches(dataset):
-            scores = np.asarray(self._score(self.params, batch))
+            scores = to_host(self._score(self.params, batch))
             results.extend((int(i), float(s)) for i, s in zip(indices[:real], scores[:real]))
         return results
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """The whole value of a jitted output as numpy, also when it spans other processes' devices (then
+    every process gets all of it: parameters sharded over a multi-process mesh make such outputs)."""
+    if isinstance(array, jax.Array) and not array.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+    return np.asarray(array)
 
 
 def decode_tokens(vocabulary, ids) -> str:

@@ -111,6 +111,12 @@ def _dataset_file(directory: str) -> str:
     return os.path.join(directory, "dataset", f"train_ds-{jax.process_index():03d}-of-{jax.process_count():03d}")
 
 
+def _iterator_process_counts(directory: str) -> list[int]:
+    """The process counts whose data iterators checkpoint `directory` holds (train_ds-III-of-NNN files)."""
+    names = tf.io.gfile.glob(os.path.join(directory, "dataset", "train_ds-*-of-*.index"))
+    return sorted({int(name.rsplit("-of-", 1)[1].split(".")[0]) for name in names})
+
+
 def optimizer_state_dict(opt_state: Any) -> dict:
     """An optax state in T5X's on-disk form (what `t5x.optimizers.OptaxWrapper.state_dict` writes): flax's
     state dict (tuples become {'0': ..., '1': ...}, named tuples {field: ...}) with the empty states
@@ -230,6 +236,15 @@ class CheckpointManager:
     def restore_dataset(self, path: str, dataset_iterator: tf.data.Iterator) -> None:
         """Restores the data iterator saved with checkpoint `path`."""
         dataset_file = _dataset_file(path)
+        saved_by = _iterator_process_counts(path)
+        if not tf.io.gfile.exists(dataset_file + ".index") and saved_by:
+            print(
+                f"{path}'s data iterator was saved by {' or '.join(map(str, saved_by))} processes and this run "
+                f"has {jax.process_count()}: continuing with a fresh data iterator (each process reads its new "
+                "shard from the start; with shuffling the order differs from the interrupted run's).",
+                flush=True,
+            )
+            return
         if not tf.io.gfile.exists(dataset_file + ".index"):
             raise FileNotFoundError(
                 f"{path} has no saved data iterator ({dataset_file}); it was saved with "
@@ -256,17 +271,28 @@ def model_dir_of(checkpoint: str) -> str:
     return path
 
 
+def read_state_as_numpy(state_dir: str) -> Any:
+    """A checkpoint's whole `state/` tree as host numpy arrays, whatever mesh and however many processes
+    wrote it (the shardings stored with it name devices this process may not have)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.PyTreeCheckpointer()
+    stored = checkpointer.metadata(state_dir).item_metadata.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
+    return checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
 def load_params(checkpoint: str) -> Any:
     """The parameters (`target`) of a checkpoint_<step> dir, or of a model dir's newest checkpoint."""
     import jax
     import jax.numpy as jnp
-    import orbax.checkpoint as ocp
 
     directory = resolve_checkpoint_path(checkpoint)
     state_dir = os.path.join(os.path.abspath(directory), "state")
     if not os.path.isdir(state_dir):
         raise FileNotFoundError(f"{directory} has no state/ folder: not a simvlm-jax (T5X-layout) checkpoint.")
-    tree = ocp.PyTreeCheckpointer().restore(state_dir)
+    tree = read_state_as_numpy(state_dir)
     if not isinstance(tree, Mapping) or "target" not in tree:
         raise ValueError(f"{state_dir} holds no 'target' (parameters) entry.")
     return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), tree["target"])

@@ -13,6 +13,7 @@ import itertools
 import os
 from typing import Callable, Sequence
 
+import jax
 import numpy as np
 import seqio
 import tensorflow as tf
@@ -86,7 +87,8 @@ class TrainingEvaluator:
             if samples:
                 writer.write_texts(step, {"samples": "\n\n".join(samples)})
             line = f"eval {name} @ {step}: loss {summary['loss']:.4f} accuracy {summary['accuracy']:.3f}"
-            print(line + "".join("\n    " + s for s in samples), flush=True)
+            if jax.process_index() == 0:
+                print(line + "".join("\n    " + s for s in samples), flush=True)
             logging.info(line)
             results[name] = summary
         return results
@@ -128,7 +130,7 @@ class InferenceEvaluator:
             use_cached=dataset_cfg.use_cached,
             seed=dataset_cfg.seed,
             sequence_length=dataset_cfg.task_feature_lengths,
-            logger_cls=EVALUATION_LOGGERS,
+            logger_cls=EVALUATION_LOGGERS if jax.process_index() == 0 else (),  # one writer per run
             log_dir=output_dir,
         )
         self._runner = ModelRunner(
@@ -145,7 +147,7 @@ class InferenceEvaluator:
             compute_metrics=True, step=step, predict_fn=self._runner.predict_fn, score_fn=self._runner.score_fn
         )
         results = {task: {k: float(v) for k, v in metrics.items()} for task, metrics in all_metrics.result().items()}
-        for task, metrics in results.items():
+        for task, metrics in results.items() if jax.process_index() == 0 else ():
             line = f"infer_eval {task} @ {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items()))
             print(line, flush=True)
             logging.info(line)

@@ -68,7 +68,8 @@ class ProgressLog:
             f"{steps_per_s * self.batch_size:.1f} examples/s  ETA {_format_seconds(eta)}"
         )
         logging.info(line)
-        print(line, flush=True)
+        if jax.process_index() == 0:  # one progress line per run, not per host
+            print(line, flush=True)
         return timing
 
 
@@ -101,7 +102,8 @@ class CountProgress:
 
     def _print(self) -> None:
         self._last_print = time.time()
-        print(self.line(), file=self.out or sys.stdout, flush=True)
+        if jax.process_index() == 0:
+            print(self.line(), file=self.out or sys.stdout, flush=True)
 
 
 def _format_seconds(seconds: float) -> str:

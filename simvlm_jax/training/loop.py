@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from typing import Any, Callable, Optional
 
 import jax
@@ -22,7 +21,7 @@ from simvlm_jax.data import bad_records, loader
 from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.model import model_config
 from simvlm_jax.model.inference import EvaluationInterrupted
-from simvlm_jax.training import checkpoint_integrity, checkpoints, curves, partial_restore
+from simvlm_jax.training import checkpoint_integrity, checkpoints, curves, multihost, partial_restore
 from simvlm_jax.training import preflight as preflight_lib
 from simvlm_jax.training.config_checks import ConfigError
 from simvlm_jax.training.evaluators import InferenceEvaluator, TrainingEvaluator
@@ -118,7 +117,7 @@ def train(
         )
         checkpoints.remove_incomplete(model_dir)
         stats_period = stats_period or eval_period
-        seed = random_seed if random_seed is not None else int(time.time())
+        seed = multihost.agreed_seed(random_seed)
         logging.info("Random seed: %d", seed)
 
         # ---------------------------------------------------------------- data

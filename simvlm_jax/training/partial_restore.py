@@ -24,9 +24,9 @@ from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from simvlm_jax.training import checkpoints
 from simvlm_jax.training.config_checks import ConfigError
 
 
@@ -50,7 +50,7 @@ def restore_partially(
     """The new state's checkpoint tree: each leaf from checkpoint `path` (by `source_key`) or from
     `initial_tree`, placed with the shardings of `abstract_tree`. Returns (tree, {"restored": n,
     "initialised": [keys]})."""
-    stored = ocp.PyTreeCheckpointer().restore(os.path.join(os.path.abspath(path), "state"))
+    stored = checkpoints.read_state_as_numpy(os.path.join(os.path.abspath(path), "state"))
     flat_stored = traverse_util.flatten_dict(stored, sep="/")
     flat_abstract = traverse_util.flatten_dict(abstract_tree, sep="/")
     flat_initial = traverse_util.flatten_dict(initial_tree, sep="/")

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from simvlm_jax.model import loss_metrics as metrics_lib
@@ -208,7 +209,10 @@ class Trainer:
             donate_argnums=(0,),
         )
         self._eval_step = jax.jit(functools.partial(eval_step, model), out_shardings=partitioner.replicated())
-        self._predict = jax.jit(lambda params, batch: model.predict_batch_with_aux(params, batch))
+        self._predict = jax.jit(
+            lambda params, batch: model.predict_batch_with_aux(params, batch)[0],
+            out_shardings=partitioner.batch_sharding(2),
+        )
 
     def shard_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         """This host's numpy batch -> global arrays split along the batch axis of the mesh (arrays
@@ -226,12 +230,22 @@ class Trainer:
             self.train_state, metrics = self._train_step(self.train_state, self.shard_batch(batch))
         return metrics
 
+    def compile_train_step(self, batch: Mapping[str, Any]):
+        """The train step compiled ahead of time for `batch` (arrays or ShapeDtypeStructs with shardings),
+        without running it: its `memory_analysis()` is XLA's own account of the step's buffers."""
+        with self.partitioner.axis_rules_context():
+            return self._train_step.lower(self.train_state, batch).compile()
+
     def eval_step(self, batch: Mapping[str, np.ndarray]) -> metrics_lib.Metrics:
         with self.partitioner.axis_rules_context():
             return self._eval_step(self.train_state.params, self.shard_batch(batch))
 
     def predict(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Greedy-decoded tokens [B, L_dec] for a batch."""
+        """Greedy-decoded tokens [B_local, L_dec] for this host's batch (the rows `shard_batch` took from it)."""
         with self.partitioner.axis_rules_context():
-            tokens, _ = self._predict(self.train_state.params, self.shard_batch(batch))
+            tokens = self._predict(self.train_state.params, self.shard_batch(batch))
+        if not tokens.is_fully_addressable:  # several processes: this host's rows of the global batch
+            tokens = multihost_utils.global_array_to_host_local_array(
+                tokens, self.partitioner.mesh, self.partitioner.batch_sharding(2).spec
+            )
         return np.asarray(jax.device_get(tokens))
