@@ -200,12 +200,16 @@ def test_processes_agree_on_a_seed_drawn_from_the_clock():
         ((None, None, None, False), {"SLURM_NTASKS": "4"}, (False, None)),  # the sbatch script, not a step
         ((None, None, None, False), {"SLURM_STEP_NUM_TASKS": "1", "SLURM_STEP_ID": "0"}, (False, None)),
         ((None, None, None, False), {"TPU_WORKER_HOSTNAMES": "10.0.0.2,10.0.0.3"}, (True, None)),
-        ((None, None, None, False), {"TPU_WORKER_HOSTNAMES": "localhost"}, (False, None)),  # a single-host TPU VM
     ],
 )
 def test_how_a_process_joins_the_run(flags, environ, expected):
-    chosen = distributed.plan(*flags, environ=environ)
+    chosen = distributed.plan(*flags, environ=environ, tpu_vm=False)
     assert (chosen.initialize, chosen.coordinator_address) == expected
+
+
+def test_a_cloud_tpu_vm_always_initialises_from_its_metadata():
+    assert distributed.plan(None, None, None, False, environ={}, tpu_vm=True).initialize
+    assert not distributed.on_cloud_tpu_vm()  # this test machine has no TPU
 
 
 @pytest.mark.parametrize("flags", [("h:1", None, 0), (None, 2, 0), ("h:1", 2, 2)])

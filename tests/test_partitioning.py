@@ -54,3 +54,26 @@ def test_train_step_on_an_8_device_mesh_matches_one_device():
         # the MLP kernel [embed, mlp] really is split: mlp over model=2 (and embed over fsdp=2)
         assert result[mesh]["mlp_shard_shape"][1] * 2 == result[mesh]["mlp_full_shape"][1]
     assert result["data2_fsdp2_model2"]["mlp_shard_shape"][0] * 2 == result["data2_fsdp2_model2"]["mlp_full_shape"][0]
+
+
+@pytest.mark.parametrize("saved_on", ["data8", "data2_fsdp2_model2"])
+def test_a_checkpoint_restores_onto_other_meshes_with_equal_values(saved_on):
+    """Saved from one mesh, restored by the trainer's CheckpointManager onto data 8, data 2 x model 4,
+    fsdp 8, data 2 x fsdp 2 x model 2 and one device (tests/mesh_restore_check.py, 8 forced CPU devices):
+    every array of the train state equal, laid out as the target mesh says. (2 processes -> 1 process:
+    tests/test_multiprocess.py.)"""
+    done = run_module(
+        "tests.mesh_restore_check",
+        saved_on,
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": REPO_ROOT},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert set(result) == {"data8", "data2_model4", "fsdp8", "data2_fsdp2_model2", "one_device"}
+    for mesh, found in result.items():
+        assert found["all_equal"] and found["same_sharding_as_layout"] and found["leaves"] > 100, (mesh, found)
+    # the targets really differ: [embed 128, mlp 512] split over model 4, over fsdp 8, over both, or not at all
+    assert result["data2_model4"]["mlp_shard_shape"] == [128, 128]
+    assert result["fsdp8"]["mlp_shard_shape"] == [16, 512]
+    assert result["data2_fsdp2_model2"]["mlp_shard_shape"] == [64, 256]
+    assert result["one_device"]["devices"] == 1 and result["one_device"]["mlp_shard_shape"] == [128, 512]

@@ -8,7 +8,7 @@ is touched:
         explicit: any cluster, including N processes on one machine (tests, emulated CPU devices)
     --multiprocess_gpu (T5X's flag)
         with the coordinator flags: as above; without them, JAX's cluster detection (SLURM, Open MPI)
-    a Cloud TPU VM worker of a multi-host slice, or a SLURM step of several tasks (`srun`)
+    a Cloud TPU VM (libtpu and a TPU device node), or a SLURM step of several tasks (`srun`)
         automatic: `jax.distributed.initialize()` reads the TPU metadata / SLURM_* variables
     anything else
         one process, no coordination service
@@ -43,6 +43,7 @@ def plan(
     process_index: Optional[int],
     multiprocess_gpu: bool,
     environ: Optional[Mapping[str, str]] = None,
+    tpu_vm: Optional[bool] = None,
 ) -> Plan:
     """How this process joins the run (see the module docstring); a ConfigError for inconsistent flags."""
     from simvlm_jax.training.config_checks import ConfigError
@@ -62,9 +63,20 @@ def plan(
         return Plan(True, why="--multiprocess_gpu: JAX's cluster detection (SLURM / Open MPI)")
     if _slurm_tasks(environ) > 1:
         return Plan(True, why=f"SLURM step of {_slurm_tasks(environ)} tasks")
-    if _tpu_hosts(environ) > 1:
-        return Plan(True, why=f"Cloud TPU slice of {_tpu_hosts(environ)} hosts")
+    if _tpu_hosts(environ) > 1 or (on_cloud_tpu_vm() if tpu_vm is None else tpu_vm):
+        return Plan(True, why="Cloud TPU VM: JAX reads the slice's hosts from the TPU metadata")
     return Plan(False)
+
+
+def on_cloud_tpu_vm() -> bool:
+    """A Cloud TPU VM: libtpu installed and a TPU device node present. There `jax.distributed.initialize()`
+    finds the slice's workers in the VM's metadata (TPU_WORKER_HOSTNAMES is not always in the environment),
+    and on a single-host VM it finds one process."""
+    import importlib.util
+
+    return importlib.util.find_spec("libtpu") is not None and any(
+        os.path.exists(node) for node in ("/dev/accel0", "/dev/vfio/0")
+    )
 
 
 def _slurm_tasks(environ: Mapping[str, str]) -> int:

@@ -13,6 +13,9 @@ the latest, and the next run deletes the `.tmp` remains (`remove_incomplete`). A
 full, permissions) deletes only its own `.tmp` folder and raises `CheckpointSaveError`; older
 checkpoints are removed (keep-N) only after the new one has been renamed into place, and are first renamed
 to `checkpoint_<step>.deleting`, so a kill during a deletion never leaves a partial `checkpoint_<step>`.
+With several processes, each writes its own shards (Orbax) and its own data iterator into the `.tmp`
+folder; all of them meet at a barrier before process 0 writes the checksums and renames, and again after,
+so the folder is never renamed under a process still writing into it.
 `newest_usable` verifies checksums (`checkpoint_integrity`) and moves a corrupt checkpoint aside.
 """
 
@@ -177,6 +180,14 @@ def _maybe_fail_here(step: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device (SIMVLM_FAULT_FAIL_SAVE_AT)")
 
 
+def _all_processes_reach(name: str) -> None:
+    """A barrier across the processes of a multi-process run (a no-op in one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 class CheckpointManager:
     """Saves and restores train states (and optionally the data iterator) under `model_dir`."""
 
@@ -202,11 +213,13 @@ class CheckpointManager:
             if dataset_iterator is not None:
                 tf.train.Checkpoint(ds=dataset_iterator).write(_dataset_file(tmp))  # T5X's name, `ds`
             _maybe_die_here("dataset_written", step)
+            _all_processes_reach(f"checkpoint_{step}_written")  # every process's data iterator is in tmp
             if jax.process_index() == 0:
                 checkpoint_integrity.write_checksums(tmp)
                 _maybe_die_here("checksums_written", step)
                 os.replace(tmp, final)
                 _maybe_die_here("renamed", step)
+            _all_processes_reach(f"checkpoint_{step}_renamed")  # nobody goes on before checkpoint_<step> exists
         except Exception as error:  # Orbax and tf.io wrap OSErrors in their own types
             try:  # Orbax may still be writing into the .tmp folder in the background: let it end first
                 self._checkpointer.wait_until_finished()
