@@ -76,6 +76,14 @@ def _config_error(tmp_path, *bindings: str) -> str:
             ["MIXTURE_OR_TASK_NAME = 'embedded_prefixlm_mixx'"],
             ["No SeqIO task or mixture named 'embedded_prefixlm_mixx'", "Did you mean 'embedded_prefixlm_mix'"],
         ),
+        (
+            ["MIXTURE_OR_TASK_NAME = 'embedded_scenes_captioning'"],
+            ["Task 'embedded_scenes_captioning' has no 'train' split (it has 'validation', 'heldout')"],
+        ),
+        (
+            ["MIXTURE_OR_TASK_MODULE = 'no_such_tasks_module'"],
+            ["MIXTURE_OR_TASK_MODULE='no_such_tasks_module' cannot be imported", "PYTHONPATH"],
+        ),
         (["BATCH_SIZE = 0"], ["BATCH_SIZE must be a positive integer, got 0"]),
         (["CHECKPOINTS_TO_KEEP = -1"], ["CHECKPOINTS_TO_KEEP must be a positive integer", "None keeps every"]),
         (["TRAIN_STEPS = 0"], ["total_steps (0) must be larger than start_step (0): set TRAIN_STEPS above"]),
@@ -246,3 +254,23 @@ def test_a_task_may_add_extra_ids_to_the_models_sentencepiece_model_if_the_table
         config_checks.check_task_vocabulary(with_sentinels, model_vocabulary, "span", embedding_rows=2000)
     with pytest.raises(config_checks.ConfigError, match="vocabulary of 2100 ids"):
         config_checks.check_task_vocabulary(other, model_vocabulary, "other", embedding_rows=2100)
+
+
+def test_a_mixture_over_an_unprepared_tfds_dataset_names_it_and_how_to_prepare_it(tmp_path):
+    """The docs' mixture of one's own pairs with C4, where C4 was never prepared: named before any data is read."""
+    import seqio
+
+    from simvlm_jax.data.embedded import embedded_vocabulary
+    from simvlm_jax.tasks import common
+
+    name = "test_unprepared_c4_prefixlm"
+    seqio.TaskRegistry.remove(name)
+    source = seqio.TfdsDataSource("c4/en:3.1.0", tfds_data_dir=str(tmp_path / "empty_tfds"))
+    common.add_task(name, source, embedded_vocabulary(), common.text_only_preprocessors(text_key="text"))
+    seqio.MixtureRegistry.remove(name + "_mix")
+    seqio.MixtureRegistry.add(name + "_mix", [("embedded_scenes_prefixlm", 4096), (name, 512)])
+    with pytest.raises(config_checks.ConfigError) as raised:
+        config_checks.check_data_prepared(name + "_mix", "train")
+    message = str(raised.value)
+    assert f"Task '{name}' reads the TFDS dataset 'c4/en/3.1.0', which is not prepared" in message
+    assert "tfds build c4/en" in message and "--tfds_data_dir" in message

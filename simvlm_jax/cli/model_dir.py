@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from typing import Any, Mapping, Optional
+
+from absl import logging
 
 
 @dataclasses.dataclass
@@ -30,19 +33,41 @@ class Restored:
 def restore_for_inference(
     checkpoint_path: str, mixture_or_task_name, task_feature_lengths: Optional[Mapping[str, int]], module: Optional[str]
 ) -> Restored:
-    """Imports the task module, rebuilds the model of `checkpoint_path`'s model dir, checks it against the
-    tasks (feature lengths default to the training run's), then loads the parameters. Raises ConfigError
-    (or FileNotFoundError) before any parameter is read when something does not fit."""
+    """Imports the task module (and the training run's, from its config.gin), rebuilds the model of
+    `checkpoint_path`'s model dir, checks it against the tasks (feature lengths default to the training
+    run's), then loads the parameters. Raises ConfigError (or FileNotFoundError) before any parameter is
+    read when something does not fit."""
     from simvlm_jax.data import loader
     from simvlm_jax.training import checkpoints, config_checks
 
-    loader.import_task_module(module)
     checkpoint_dir = checkpoints.resolve_checkpoint_path(checkpoint_path)
-    model, trained_lengths = load_model(checkpoints.model_dir_of(checkpoint_dir))
+    model_dir = checkpoints.model_dir_of(checkpoint_dir)
+    loader.import_task_module(module)
+    recorded = recorded_task_module(model_dir)
+    if recorded and recorded != module:  # the run's own tasks, found without naming their module again
+        try:
+            loader.import_task_module(recorded)
+        except ModuleNotFoundError as error:  # only needed when the task lives there: checked just below
+            logging.warning("The training run's task module could not be imported: %s", error)
+    model, trained_lengths = load_model(model_dir)
     lengths = dict(task_feature_lengths or trained_lengths)
     config_checks.check_inference_config(model, lengths, mixture_or_task_name)
     step = int(os.path.basename(os.path.normpath(checkpoint_dir)).split("_")[-1])
     return Restored(model, checkpoints.load_params(checkpoint_dir), lengths, step)
+
+
+_TASK_MODULE_LINE = re.compile(r"^MIXTURE_OR_TASK_MODULE\s*=\s*['\"]([\w.]+)['\"]\s*$", re.MULTILINE)
+
+
+def recorded_task_module(model_dir: str) -> Optional[str]:
+    """The MIXTURE_OR_TASK_MODULE the training run used, from its `config.gin` (None if not recorded): eval
+    and infer import it, so a run's own tasks are found without naming the module again."""
+    try:
+        with open(os.path.join(model_dir, "config.gin")) as f:
+            found = _TASK_MODULE_LINE.search(f.read())
+    except OSError:
+        return None
+    return found.group(1) if found else None
 
 
 def load_model(model_dir: str) -> tuple[Any, Mapping[str, int]]:

@@ -14,9 +14,21 @@ from simvlm_jax.data.feature_converter import SimVLMFeatureConverter
 
 
 def import_task_module(module: Optional[str]) -> None:
-    """Imports the module that registers the task (e.g. `simvlm_jax.tasks` or a user's own)."""
-    if module:
+    """Imports the module that registers the task (e.g. `simvlm_jax.tasks` or a user's own). `python -m`
+    puts the working directory first on sys.path, so a `my_tasks.py` there is found as `my_tasks`."""
+    if not module:
+        return
+    try:
         importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name is None or not module.startswith(error.name):
+            raise  # the module exists and one of its own imports failed: that error is the one to see
+        raise ModuleNotFoundError(
+            f"MIXTURE_OR_TASK_MODULE={module!r} cannot be imported (no module named {error.name!r}): run the "
+            "command from the folder that holds it (e.g. my_tasks.py for 'my_tasks'), or add that folder "
+            "to PYTHONPATH.",
+            name=error.name,
+        ) from None
 
 
 def get_dataset(

@@ -115,7 +115,8 @@ class PreparedTfdsSource(seqio.TfdsDataSource):
         super().__init__(tfds_name, tfds_data_dir=embedded_data.tfds_data_dir(), splits=splits)
         self._builder_name = tfds_name.split(":")[0]
 
-    def _ensure_prepared(self):
+    def prepare(self):
+        """Generates (or converts) the dataset unless it is prepared; a FileNotFoundError names what is missing."""
         import tensorflow_datasets as tfds
 
         from simvlm_jax.data import builders  # noqa: F401  (registers the builders)
@@ -123,13 +124,13 @@ class PreparedTfdsSource(seqio.TfdsDataSource):
         embedded_data.prepare_builder(tfds.builder_cls(self._builder_name))
 
     def get_dataset(self, *args, **kwargs):
-        self._ensure_prepared()
+        self.prepare()
         return super().get_dataset(*args, **kwargs)
 
     def list_shards(self, split):
-        self._ensure_prepared()
+        self.prepare()
         return super().list_shards(split)
 
     def num_input_examples(self, split):
-        self._ensure_prepared()
+        self.prepare()
         return super().num_input_examples(split)

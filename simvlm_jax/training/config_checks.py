@@ -208,8 +208,42 @@ def _mib(num_bytes: int) -> str:
     return f"{num_bytes / 2**20:,.1f} MiB"
 
 
+def check_data_prepared(mixture_or_task, split: str) -> None:
+    """Every task of `mixture_or_task` can read `split`: a TFDS dataset is prepared in its data dir (TFDS
+    datasets that need a manual download, like C4 or LAION, are never fetched at run time), a source that
+    prepares itself on first read (`prepare()`: the embedded data, the downstream datasets' official
+    files) finds its files, and the split exists. A ConfigError names the task, the dataset and what to do."""
+    import seqio
+
+    for task in _tasks_of(mixture_or_task):
+        source = task.source
+        prepare = getattr(source, "prepare", None)
+        if prepare is not None:
+            try:
+                prepare()
+            except FileNotFoundError as error:
+                raise ConfigError(f"Task {task.name!r} cannot read its data: {error}") from None
+        elif isinstance(source, seqio.TfdsDataSource):
+            builder = source.tfds_dataset.builder
+            name = builder.info.full_name.rsplit("/", 1)[0]  # c4/en/3.1.0 -> c4/en
+            if not builder.is_prepared():
+                raise ConfigError(
+                    f"Task {task.name!r} reads the TFDS dataset {builder.info.full_name!r}, which is not prepared "
+                    f"in {builder.data_dir_root}: prepare it there (`tfds build {name}"
+                    f" --data_dir={builder.data_dir_root}`, with its manual download where it needs one), or pass "
+                    "--tfds_data_dir=DIR where it is prepared; or leave the task out of the mixture."
+                )
+        splits = list(source.splits or ())
+        if splits and split not in splits:
+            raise ConfigError(
+                f"Task {task.name!r} has no {split!r} split (it has {', '.join(map(repr, splits))}): choose "
+                "another task or mixture, or set the dataset config's split."
+            )
+
+
 def check_training_config(model, dataset_cfg, allow_vocabulary_size_mismatch: bool = False) -> None:
     """All model-versus-data checks for a DatasetConfig (its task module already imported)."""
+    check_data_prepared(dataset_cfg.mixture_or_task_name, dataset_cfg.split)
     check_inference_config(model, dict(dataset_cfg.task_feature_lengths), dataset_cfg.mixture_or_task_name)
     config = model.module.config
     check_vocabulary(model.output_vocabulary, config, allow_size_mismatch=allow_vocabulary_size_mismatch)
