@@ -21,6 +21,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from simvlm_jax.data.raw_files import MalformedFileError
+
 # Headroom over the estimated checkpoint size when checking free disk space (Orbax metadata, the
 # data-iterator state, TensorBoard events).
 DISK_HEADROOM = 1.5
@@ -221,7 +223,7 @@ def check_data_prepared(mixture_or_task, split: str) -> None:
         if prepare is not None:
             try:
                 prepare()
-            except FileNotFoundError as error:
+            except (FileNotFoundError, MalformedFileError) as error:
                 raise ConfigError(f"Task {task.name!r} cannot read its data: {error}") from None
         elif isinstance(source, seqio.TfdsDataSource):
             builder = source.tfds_dataset.builder
