@@ -14,9 +14,15 @@ from simvlm_jax.cli import gin_flags as gin_utils
 from tests.helpers import GIN_DIR
 
 ALL_GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, "**", "*.gin"), recursive=True))
-EXPERIMENTS = ["simvlm_base.gin", "simvlm_large.gin", "simvlm_huge.gin", "tiny_cpu.gin", "tiny_easy_vqa.gin"]
+FINETUNE = [
+    os.path.join("finetune", f"{name}.gin")
+    for name in ("vqa_v2", "vqa_v2_tiny", "snli_ve", "snli_ve_tiny", "multi30k", "multi30k_tiny")
+]
+EXPERIMENTS = ["simvlm_base.gin", "simvlm_large.gin", "simvlm_huge.gin", "tiny_cpu.gin", "tiny_easy_vqa.gin", *FINETUNE]
 # What an experiment leaves to the command line besides MODEL_DIR.
-EXPERIMENT_FLAGS = {"tiny_easy_vqa.gin": ["INITIAL_CHECKPOINT_PATH = '/tmp/pretrained/checkpoint_1200'"]}
+EXPERIMENT_FLAGS = {
+    name: ["INITIAL_CHECKPOINT_PATH = '/tmp/pretrained/checkpoint_1200'"] for name in ["tiny_easy_vqa.gin", *FINETUNE]
+}
 # Macros a file leaves to others: model gins need TRAIN_STEPS (from a run/experiment); the run gin
 # needs a MODEL, LEARNING_RATE_SCHEDULE (from a model gin); common.gin needs VOCABULARY.
 RUN_GINS_REQUIRED = {
@@ -71,7 +77,7 @@ def test_gin_file_parses(path):
         gin.parse_config_files_and_bindings([path], [], finalize_config=False)
         assert gin_utils.missing_required_macros() == sorted(RUN_GINS_REQUIRED[run_gin])
         return
-    name = os.path.basename(path)
+    name = run_gin
     bindings = EXPERIMENT_FLAGS.get(name, []) if name in EXPERIMENTS else CONTEXT
     gin.parse_config_files_and_bindings([path], bindings + ["MODEL_DIR = '/tmp/x'"], finalize_config=False)
     assert gin_utils.missing_required_macros() == []

@@ -59,6 +59,10 @@ EXPERIMENTS = {
     "simvlm_base.gin": [],
     "simvlm_large.gin": [],
     "simvlm_huge.gin": [],
+    **{
+        f"finetune/{name}.gin": ["INITIAL_CHECKPOINT_PATH = '/tmp/pretrained/checkpoint_1200'"]
+        for name in ("vqa_v2", "vqa_v2_tiny", "snli_ve", "snli_ve_tiny", "multi30k", "multi30k_tiny")
+    },
 }
 FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "t5x_tiny_checkpoint_tree.json")
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 from absl import logging
 from flax import serialization, traverse_util
 
-from simvlm_jax.training import checkpoint_integrity
+from simvlm_jax.training import checkpoint_integrity, multihost
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 _TMP_SUFFIX = ".tmp"
@@ -180,14 +180,6 @@ def _maybe_fail_here(step: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device (SIMVLM_FAULT_FAIL_SAVE_AT)")
 
 
-def _all_processes_reach(name: str) -> None:
-    """A barrier across the processes of a multi-process run (a no-op in one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
 class CheckpointManager:
     """Saves and restores train states (and optionally the data iterator) under `model_dir`."""
 
@@ -213,13 +205,13 @@ class CheckpointManager:
             if dataset_iterator is not None:
                 tf.train.Checkpoint(ds=dataset_iterator).write(_dataset_file(tmp))  # T5X's name, `ds`
             _maybe_die_here("dataset_written", step)
-            _all_processes_reach(f"checkpoint_{step}_written")  # every process's data iterator is in tmp
+            multihost.barrier(f"checkpoint_{step}_written")  # every process's data iterator is in tmp
             if jax.process_index() == 0:
                 checkpoint_integrity.write_checksums(tmp)
                 _maybe_die_here("checksums_written", step)
                 os.replace(tmp, final)
                 _maybe_die_here("renamed", step)
-            _all_processes_reach(f"checkpoint_{step}_renamed")  # nobody goes on before checkpoint_<step> exists
+            multihost.barrier(f"checkpoint_{step}_renamed")  # nobody goes on before checkpoint_<step> exists
         except Exception as error:  # Orbax and tf.io wrap OSErrors in their own types
             try:  # Orbax may still be writing into the .tmp folder in the background: let it end first
                 self._checkpointer.wait_until_finished()

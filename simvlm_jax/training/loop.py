@@ -167,6 +167,9 @@ def train(
                 return
             manager.save(step, trainer.train_state.to_checkpoint_tree(), train_iter if save_cfg.save_dataset else None)
 
+        if jax.process_count() > 1:  # compile before the first collective: see training/multihost.py
+            trainer.compile_train_step(layout.abstract_batch())
+            multihost.barrier("train_step_compiled")
         if run_eval_before_training:
             evaluations.run(trainer, start_step)
         stop = StopRequest()

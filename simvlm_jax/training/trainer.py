@@ -125,6 +125,15 @@ class TrainStateLayout:
         """The global batch shapes the state was laid out for (feature name -> shape)."""
         return dict(self._input_shapes)
 
+    def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+        """The global batch as ShapeDtypeStructs split along the mesh's batch axes (for compiling ahead)."""
+        return {
+            name: jax.ShapeDtypeStruct(
+                shape, self._input_types.get(name, jnp.float32), sharding=self.partitioner.batch_sharding(len(shape))
+            )
+            for name, shape in self._input_shapes.items()
+        }
+
     def abstract_state(self) -> TrainState:
         """ShapeDtypeStructs carrying their shardings: the target of a checkpoint restore."""
         # `shardings` is a prefix of `shapes` (an optimizer state without arrays has one spec).
