@@ -13,6 +13,10 @@ TASK_FEATURE_LENGTHS holds `inputs`, `targets` and `image` (the resolution S). `
 per image) is carried as an ordinary output feature of every task (so Mixtures keep it) but needs no
 entry in TASK_FEATURE_LENGTHS; an example without it counts as an image-text example.
 
+Several images per example (NLVR2's two): `num_images` = N in TASK_FEATURE_LENGTHS. The task then gives
+`image` float32 [N, S, S, C] and `image_mask` [N], and the model gets encoder_image [N, S, S, C] and
+encoder_image_mask [N] per example (the network's [B, N, H, W, C] input; SimVLMConfig.max_images >= N).
+
 Packing is not supported: an image belongs to exactly one example.
 """
 
@@ -54,7 +58,11 @@ class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
 
     def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         # `image_mask` needs no length; seqio.Evaluator passes one (it measures every output feature).
-        lengths = {name: length for name, length in task_feature_lengths.items() if name != "image_mask"}
+        lengths = {name: length for name, length in task_feature_lengths.items() if name not in _NOT_LENGTHS}
+        self._num_images = num_images(task_feature_lengths)
+        if self._num_images > 1:  # image [N, S, S, C]: one more dimension, checked by SeqIO's validation
+            self.TASK_FEATURES = {**self.TASK_FEATURES, "image": FeatureSpec(dtype=tf.float32, rank=4)}
+            self.MODEL_FEATURES = {**self.MODEL_FEATURES, "encoder_image": FeatureSpec(dtype=tf.float32, rank=4)}
         return super().__call__(ds, lengths)
 
     def _convert_example(self, features: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
@@ -66,8 +74,16 @@ class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
     def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> Mapping[str, int]:
         lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
         lengths["encoder_image"] = task_feature_lengths["image"]
-        lengths["encoder_image_mask"] = 1  # one image per example
+        lengths["encoder_image_mask"] = num_images(task_feature_lengths)  # one entry per image
         return lengths
+
+
+_NOT_LENGTHS = ("image_mask", "num_images")
+
+
+def num_images(task_feature_lengths: Mapping[str, int]) -> int:
+    """Images per example: TASK_FEATURE_LENGTHS['num_images'], 1 when absent."""
+    return int(task_feature_lengths.get("num_images", 1))
 
 
 def model_input_specs(
@@ -75,17 +91,18 @@ def model_input_specs(
 ) -> tuple[dict[str, tuple], dict[str, type]]:
     """(shapes, dtypes) of the batches SimVLMFeatureConverter produces, from the lengths alone.
 
-    encoder_input_tokens [B, L_enc], decoder_* [B, L_dec], encoder_image [B, S, S, C],
-    encoder_image_mask [B, 1]; ints are int32, the image and its mask float32."""
-    b, s = int(batch_size), int(task_feature_lengths["image"])
+    encoder_input_tokens [B, L_enc], decoder_* [B, L_dec], encoder_image [B, S, S, C] and
+    encoder_image_mask [B, 1] (with num_images N > 1: [B, N, S, S, C] and [B, N]); ints are int32, the
+    image and its mask float32."""
+    b, s, n = int(batch_size), int(task_feature_lengths["image"]), num_images(task_feature_lengths)
     l_enc, l_dec = int(task_feature_lengths["inputs"]), int(task_feature_lengths["targets"])
     shapes = {
         "encoder_input_tokens": (b, l_enc),
         "decoder_target_tokens": (b, l_dec),
         "decoder_input_tokens": (b, l_dec),
         "decoder_loss_weights": (b, l_dec),
-        "encoder_image": (b, s, s, num_channels),
-        "encoder_image_mask": (b, 1),
+        "encoder_image": (b, s, s, num_channels) if n == 1 else (b, n, s, s, num_channels),
+        "encoder_image_mask": (b, n),
     }
     types = {name: (np.float32 if name.startswith("encoder_image") else np.int32) for name in shapes}
     return shapes, types

@@ -87,6 +87,12 @@ def check_feature_lengths(lengths: Mapping[str, int], config) -> None:
             f"TASK_FEATURE_LENGTHS['targets']={lengths['targets']} leaves no room for a token and "
             "EOS: set it to 2 or more."
         )
+    images = int(lengths.get("num_images", 1))
+    if not 1 <= images <= config.max_images:
+        raise ConfigError(
+            f"TASK_FEATURE_LENGTHS['num_images']={images} but the model takes 1 to {config.max_images} images "
+            f"per example: set network.SimVLMConfig.max_images = {max(images, 1)} (a new image-index table)."
+        )
 
 
 def check_image_size(image_size: Optional[int], config) -> None:
