@@ -104,10 +104,9 @@ def test_two_processes_train_as_one_process_with_eight_devices(tmp_path, embedde
     np.testing.assert_allclose(_losses(pair[0]), _losses(single_output), rtol=1e-4)
     reference, trained = _params(f"{one}/checkpoint_3"), _params(f"{two}/checkpoint_3")
     assert reference.keys() == trained.keys()
-    initial_gap = max(float(np.max(np.abs(v))) for v in reference.values())
-    for name, value in reference.items():  # SGD at 0.5 moves parameters by ~1e-2; rounding by ~1e-7
-        np.testing.assert_allclose(trained[name], value, atol=2e-5, err_msg="/".join(name))
-    assert initial_gap > 1e-2
+    for name, value in reference.items():  # SGD at 0.5 moves parameters by ~1e-2; rounding by ~1e-7 (measured)
+        np.testing.assert_allclose(trained[name], value, atol=2e-6, err_msg="/".join(name))
+    assert _losses(single_output)[0] - _losses(single_output)[-1] > 1.0  # the 3 steps did train
     # Each process saved its own data iterator; the state was written cooperatively (one checkpoint).
     dataset_files = sorted(os.listdir(f"{two}/checkpoint_3/dataset"))
     assert [f for f in dataset_files if f.endswith(".index")] == [
