@@ -132,3 +132,23 @@ def test_gin_shorthand_flags_are_rewritten_and_bare_paths_quoted():
     ]
     with pytest.raises(ValueError, match="no '='"):
         gin_utils.rewrite_gin_args(["--gin.MODEL_DIR"])
+
+
+@pytest.mark.parametrize("experiment", [f for f in FINETUNE if not f.endswith("_tiny.gin")])
+def test_finetune_gins_follow_the_papers_recipe(experiment):
+    """gin/finetune/<dataset>.gin: the pretrained parameters with a fresh optimizer state, AdamW at a peak
+    learning rate from the paper's grid, dropout 0.1 and stochastic depth 0.1, a registered task."""
+    import seqio
+
+    gin.add_config_file_search_path(GIN_DIR)
+    gin.parse_config_files_and_bindings(
+        [os.path.join(GIN_DIR, experiment)],
+        ["MODEL_DIR = '/tmp/x'"] + EXPERIMENT_FLAGS[experiment],
+        finalize_config=False,
+    )
+    assert gin.query_parameter("%PEAK_LEARNING_RATE") in (1e-5, 2e-5, 5e-5)
+    assert gin.query_parameter("%DROPOUT_RATE") == 0.1 and gin.query_parameter("%STOCHASTIC_DEPTH_RATE") == 0.1
+    assert gin.query_parameter("utils.RestoreCheckpointConfig.assignment_map") == ((r"state/param_states/.*", None),)
+    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+    assert model.module.config.preset == "base" or model.module.config.emb_dim == 768
+    assert gin.query_parameter("%MIXTURE_OR_TASK_NAME") in seqio.TaskRegistry.names()

@@ -21,7 +21,7 @@ import seqio
 from simvlm_jax.data import embedded, raw_files
 from simvlm_jax.data.builders import multi30k, snli_ve
 from simvlm_jax.tasks import snli_ve_multi30k
-from tests.helpers import GIN_DIR, entry_point_gin
+from tests.helpers import GIN_DIR
 
 LENGTHS = {"inputs": 96, "targets": 96, "image": 32}
 
@@ -289,42 +289,6 @@ def test_default_registration_uses_the_pretraining_vocabulary(monkeypatch):
             assert seqio.get_mixture_or_task(task.name) is task
     finally:
         snli_ve_multi30k.register()
-
-
-FINETUNE_GINS = ["snli_ve.gin", "snli_ve_tiny.gin", "multi30k.gin", "multi30k_tiny.gin"]
-
-
-@pytest.mark.parametrize("name", FINETUNE_GINS)
-def test_finetune_gin_parses_and_builds_its_model_and_schedule(name):
-    import gin
-
-    from simvlm_jax.cli import gin_flags
-    from simvlm_jax.model import simvlm_model
-
-    with entry_point_gin():
-        gin.add_config_file_search_path(GIN_DIR)
-        gin.parse_config_files_and_bindings(
-            [os.path.join(GIN_DIR, "finetune", name)],
-            ["MODEL_DIR = '/tmp/x'", "INITIAL_CHECKPOINT_PATH = '/tmp/pretrained/checkpoint_1'"],
-            finalize_config=False,
-        )
-        assert gin_flags.missing_required_macros() == []
-        task_name = gin.query_parameter("%MIXTURE_OR_TASK_NAME")
-        assert task_name in seqio.TaskRegistry.names()
-        model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-        assert isinstance(model, simvlm_model.SimVLMModel)
-        lengths = gin.query_parameter("%TASK_FEATURE_LENGTHS")
-        assert lengths["image"] == model.module.config.image_size
-        start, steps = gin.query_parameter("%INITIAL_STEP"), gin.query_parameter("%TRAIN_STEPS")
-        peak = gin.query_parameter("%PEAK_LEARNING_RATE")
-        if "tiny" not in name:  # the paper's fine-tuning recipe
-            assert peak in (1e-5, 2e-5, 5e-5)
-            assert gin.query_parameter("%DROPOUT_RATE") == 0.1
-            assert gin.query_parameter("%STOCHASTIC_DEPTH_RATE") == 0.1
-        schedule = gin.query_parameter("%LEARNING_RATE_SCHEDULE").scoped_configurable_fn()
-        assert float(schedule(start)) == 0.0
-        warmup = max(1, round(0.02 * (steps - start)))  # 2% of the fine-tuning steps, at least one
-        assert float(schedule(start + warmup)) == pytest.approx(peak) and float(schedule(steps)) == 0.0
 
 
 def test_tiny_snli_ve_gin_trains_text_only_and_scores_with_images(model_dir, embedded_data_dir, tmp_path):
