@@ -10,6 +10,10 @@ import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(REPO_ROOT, "simvlm_jax", "gin")  # the installed gin files (simvlm_jax/gin)
+# The downstream fine-tuning gins, as paths relative to GIN_DIR ("finetune/vqa_v2.gin", ...).
+FINETUNE_GINS = sorted(
+    os.path.join("finetune", name) for name in os.listdir(os.path.join(GIN_DIR, "finetune")) if name.endswith(".gin")
+)
 
 
 def run_module(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -11,13 +11,11 @@ from simvlm_jax import eval as eval_lib
 from simvlm_jax import infer as infer_lib
 from simvlm_jax import train as train_lib
 from simvlm_jax.cli import gin_flags as gin_utils
-from tests.helpers import GIN_DIR
+from tests.helpers import FINETUNE_GINS, GIN_DIR
 
 ALL_GIN_FILES = sorted(glob.glob(os.path.join(GIN_DIR, "**", "*.gin"), recursive=True))
-FINETUNE = [
-    os.path.join("finetune", f"{name}.gin")
-    for name in ("vqa_v2", "vqa_v2_tiny", "snli_ve", "snli_ve_tiny", "multi30k", "multi30k_tiny")
-]
+# The downstream fine-tuning gins (gin/finetune/<dataset>.gin and <dataset>_tiny.gin): experiments too.
+FINETUNE = FINETUNE_GINS
 EXPERIMENTS = ["simvlm_base.gin", "simvlm_large.gin", "simvlm_huge.gin", "tiny_cpu.gin", "tiny_easy_vqa.gin", *FINETUNE]
 # What an experiment leaves to the command line besides MODEL_DIR.
 EXPERIMENT_FLAGS = {

@@ -20,7 +20,7 @@ from flax import traverse_util
 
 from simvlm_jax.cli import gin_flags
 from simvlm_jax.training import checkpoints
-from tests.helpers import GIN_DIR, REPO_ROOT
+from tests.helpers import FINETUNE_GINS, GIN_DIR, REPO_ROOT
 
 T5X_TRAIN_ARGUMENTS = {
     "model", "train_dataset_cfg", "train_eval_dataset_cfg", "infer_eval_dataset_cfg", "checkpoint_cfg",
@@ -59,10 +59,7 @@ EXPERIMENTS = {
     "simvlm_base.gin": [],
     "simvlm_large.gin": [],
     "simvlm_huge.gin": [],
-    **{
-        f"finetune/{name}.gin": ["INITIAL_CHECKPOINT_PATH = '/tmp/pretrained/checkpoint_1200'"]
-        for name in ("vqa_v2", "vqa_v2_tiny", "snli_ve", "snli_ve_tiny", "multi30k", "multi30k_tiny")
-    },
+    **{name: ["INITIAL_CHECKPOINT_PATH = '/tmp/pretrained/checkpoint_1200'"] for name in FINETUNE_GINS},
 }
 FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "t5x_tiny_checkpoint_tree.json")
 
