@@ -59,8 +59,15 @@ class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
     def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         # `image_mask` needs no length; seqio.Evaluator passes one (it measures every output feature).
         lengths = {name: length for name, length in task_feature_lengths.items() if name not in _NOT_LENGTHS}
-        self._num_images = num_images(task_feature_lengths)
+        # N from TASK_FEATURE_LENGTHS, else from the data: seqio.Evaluator passes only the output features'
+        # lengths, so 'num_images' is gone there while the task's images are already [N, S, S, C].
+        image = ds.element_spec["image"].shape
+        if "num_images" in task_feature_lengths:
+            self._num_images = num_images(task_feature_lengths)
+        else:
+            self._num_images = int(image[0]) if image.rank == 4 else 1
         if self._num_images > 1:  # image [N, S, S, C]: one more dimension, checked by SeqIO's validation
+            lengths["image"] = self._num_images  # trim_and_pad act on the first dimension: N, not S
             self.TASK_FEATURES = {**self.TASK_FEATURES, "image": FeatureSpec(dtype=tf.float32, rank=4)}
             self.MODEL_FEATURES = {**self.MODEL_FEATURES, "encoder_image": FeatureSpec(dtype=tf.float32, rank=4)}
         return super().__call__(ds, lengths)
@@ -73,8 +80,14 @@ class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
 
     def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> Mapping[str, int]:
         lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
-        lengths["encoder_image"] = task_feature_lengths["image"]
-        lengths["encoder_image_mask"] = num_images(task_feature_lengths)  # one entry per image
+        # SeqIO calls this from __call__ with the lengths stripped of 'num_images': N is then __call__'s.
+        if "num_images" in task_feature_lengths:
+            n = num_images(task_feature_lengths)
+        else:
+            n = getattr(self, "_num_images", 1)
+        # trim_and_pad act on the first dimension: S of an image [S, S, C], N of images [N, S, S, C]
+        lengths["encoder_image"] = n if n > 1 else task_feature_lengths["image"]
+        lengths["encoder_image_mask"] = n  # one entry per image
         return lengths
 
 
