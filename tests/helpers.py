@@ -116,3 +116,32 @@ def train_in_process(*args: str):
     assert len(files) + len(bindings) == len(rewritten), rewritten
     with entry_point_gin():
         return train_entry.configure_and_train(files, bindings, finalize_config=False)
+
+
+def postprocessed_targets(task, examples: list) -> list:
+    """What seqio's Evaluator scores predictions against: the task's postprocessed pretokenized targets."""
+    postprocess = task.postprocess_fn or (lambda text, example=None, is_target=False: text)
+    return [postprocess(ex["targets_pretokenized"], example=ex, is_target=True) for ex in examples]
+
+
+def finetune_tiny_in_process(gin_file: str, checkpoint: str, run_dir: str, task: str) -> dict:
+    """A tiny downstream gin (gin/finetune/<dataset>_tiny.gin), shortened to 2 steps from `checkpoint` (the
+    session's random tiny checkpoint: no optimizer state, restored as parameters only), decoding and scoring
+    at step 3; returns the metrics it wrote for `task` (inference_eval/<task>-metrics.jsonl)."""
+    import json
+
+    step, _ = train_in_process(
+        f"--gin_file={gin_file}",
+        f"--gin.INITIAL_CHECKPOINT_PATH={checkpoint}",
+        f"--gin.MODEL_DIR={run_dir}",
+        "--gin.INITIAL_STEP=1",
+        "--gin.TRAIN_STEPS=3",
+        "--gin.EVAL_PERIOD=2",
+        "--gin.CHECKPOINT_PERIOD=2",
+        "--gin.BATCH_SIZE=2",
+        "--gin.EVAL_STEPS=1",
+        "--gin.utils.RestoreCheckpointConfig.assignment_map=((r'state/.*', None),)",
+    )
+    assert step == 3
+    with open(os.path.join(run_dir, "inference_eval", f"{task}-metrics.jsonl")) as f:
+        return json.loads(f.read().splitlines()[-1])

@@ -21,6 +21,7 @@ from simvlm_jax import metrics
 from simvlm_jax.data import embedded, raw_files
 from simvlm_jax.data.builders import coco_karpathy, nocaps
 from simvlm_jax.tasks import captioning_datasets
+from tests.helpers import finetune_tiny_in_process
 
 LENGTHS = {"inputs": 16, "targets": 96, "image": 32}
 
@@ -321,25 +322,10 @@ def test_tiny_gin_finetunes_and_scores_the_captions(model_dir, tmp_path, monkeyp
     no optimizer state: restored as parameters only) on the fixture release: it trains on the caption
     examples, then decodes the validation images and scores them with the caption metrics. The task
     registered at import prepares into the session's $SIMVLM_DATA_DIR and uses its embedded vocabulary."""
-    from tests.helpers import train_in_process
-
     monkeypatch.setenv("SIMVLM_RAW_DATA_DIR", str(tmp_path / "raw"))
     write_coco(str(tmp_path / "raw"))
-    run_dir = str(tmp_path / "run")
-    step, _ = train_in_process(
-        "--gin_file=gin/finetune/coco_captions_tiny.gin",
-        f"--gin.INITIAL_CHECKPOINT_PATH={model_dir}/checkpoint_1",
-        f"--gin.MODEL_DIR={run_dir}",
-        "--gin.INITIAL_STEP=1",
-        "--gin.TRAIN_STEPS=3",
-        "--gin.EVAL_PERIOD=2",
-        "--gin.CHECKPOINT_PERIOD=2",
-        "--gin.BATCH_SIZE=2",
-        "--gin.EVAL_STEPS=1",
-        "--gin.utils.RestoreCheckpointConfig.assignment_map=((r'state/.*', None),)",
+    scored = finetune_tiny_in_process(
+        "gin/finetune/coco_captions_tiny.gin", f"{model_dir}/checkpoint_1", str(tmp_path / "run"), "coco_captions"
     )
-    assert step == 3
-    with open(os.path.join(run_dir, "inference_eval", "coco_captions-metrics.jsonl")) as f:
-        scored = json.loads(f.read().splitlines()[-1])
     assert set(scored) >= {"bleu_4", "meteor", "rouge_l", "cider"}, scored
     assert all(0.0 <= scored[name] for name in ("bleu_4", "meteor", "rouge_l", "cider")), scored

@@ -23,7 +23,7 @@ import seqio
 from simvlm_jax.data import bad_records, embedded, raw_files
 from simvlm_jax.data.builders import nlvr2 as nlvr2_builder
 from simvlm_jax.tasks import nlvr2
-from tests.helpers import GIN_DIR, entry_point_gin
+from tests.helpers import GIN_DIR, entry_point_gin, postprocessed_targets
 
 S = 32
 LENGTHS = {"inputs": 64, "targets": 8, "image": S, "num_images": 2}
@@ -118,12 +118,6 @@ def _examples(task: seqio.Task, split: str, lengths=LENGTHS) -> list[dict]:
     return list(task.get_dataset(lengths, split=split, shuffle=False).as_numpy_iterator())
 
 
-def _postprocessed_targets(task: seqio.Task, examples: list[dict]) -> list:
-    """What seqio's Evaluator scores predictions against: the postprocessed pretokenized targets."""
-    postprocess = task.postprocess_fn or (lambda text, example=None, is_target=False: text)
-    return [postprocess(ex["targets_pretokenized"], example=ex, is_target=True) for ex in examples]
-
-
 def _normalised(colour) -> np.ndarray:
     return (np.array(colour) / 255.0 - np.array((0.485, 0.456, 0.406))) / np.array((0.229, 0.224, 0.225))
 
@@ -165,7 +159,7 @@ def test_task_puts_left_then_right_image_and_the_sentence_in_the_encoder(task):
         np.testing.assert_allclose(ex["image"][0].mean(axis=(0, 1)), left, atol=0.2)
         np.testing.assert_allclose(ex["image"][1].mean(axis=(0, 1)), right, atol=0.2)
         assert not any(key.endswith("_image_file") or key == "images" for key in ex)
-    targets = _postprocessed_targets(registered, examples)
+    targets = postprocessed_targets(registered, examples)
     gold = [records[ex["example_id"].decode()]["label"] for ex in examples]  # "True"/"False": case ignored
     (accuracy,) = registered.metric_fns
     assert accuracy(targets, gold) == {"accuracy": 100.0}

@@ -21,7 +21,7 @@ import seqio
 from simvlm_jax.data import embedded, raw_files
 from simvlm_jax.data.builders import multi30k, snli_ve
 from simvlm_jax.tasks import snli_ve_multi30k
-from tests.helpers import GIN_DIR
+from tests.helpers import GIN_DIR, postprocessed_targets
 
 LENGTHS = {"inputs": 96, "targets": 96, "image": 32}
 
@@ -125,12 +125,6 @@ def _examples(task: seqio.Task, split: str, lengths=LENGTHS) -> list[dict]:
     return list(task.get_dataset(lengths, split=split, shuffle=False).as_numpy_iterator())
 
 
-def _postprocessed_targets(task: seqio.Task, examples: list[dict]) -> list:
-    """What seqio's Evaluator scores predictions against: the postprocessed pretokenized targets."""
-    postprocess = task.postprocess_fn or (lambda text, example=None, is_target=False: text)
-    return [postprocess(ex["targets_pretokenized"], example=ex, is_target=True) for ex in examples]
-
-
 def test_snli_ve_puts_image_and_hypothesis_in_the_encoder_and_generates_the_label(tasks):
     registered, records = tasks
     task = registered["snli_ve"]
@@ -148,7 +142,7 @@ def test_snli_ve_puts_image_and_hypothesis_in_the_encoder_and_generates_the_labe
         assert vocabulary.decode(ex["targets"][:-1].tolist()) == record["gold_label"]
         assert ex["image"].shape == (32, 32, 3) and ex["image_mask"].tolist() == [1.0]
         assert np.abs(ex["image"]).sum() > 0  # a real (normalised) image, not a blank one
-    targets = _postprocessed_targets(task, examples)
+    targets = postprocessed_targets(task, examples)
     gold_labels = [by_pair[ex["example_id"].decode()]["gold_label"] for ex in examples]
     (accuracy,) = task.metric_fns
     assert accuracy(targets, gold_labels) == {"accuracy": 100.0}
@@ -167,7 +161,7 @@ def test_snli_ve_text_only_reads_the_premise_and_has_no_image(tasks):
     assert ex["targets_pretokenized"].decode() == "entailment"
     assert ex["image_mask"].tolist() == [0.0] and not ex["image"].any() and ex["image"].shape == (32, 32, 3)
     (accuracy,) = task.metric_fns
-    assert accuracy(_postprocessed_targets(task, examples), ["entailment"]) == {"accuracy": 100.0}
+    assert accuracy(postprocessed_targets(task, examples), ["entailment"]) == {"accuracy": 100.0}
 
 
 def test_multi30k_translates_english_with_the_image_into_german(tasks):
@@ -183,7 +177,7 @@ def test_multi30k_translates_english_with_the_image_into_german(tasks):
         assert ex["targets_pretokenized"].decode() == de and vocabulary.decode(ex["targets"][:-1].tolist()) == de
         assert ex["image"].shape == (32, 32, 3) and ex["image_mask"].tolist() == [1.0]
     (bleu,) = task.metric_fns
-    targets = _postprocessed_targets(task, examples)
+    targets = postprocessed_targets(task, examples)
     references = [expected[ex["example_id"].decode()][1] for ex in examples]
     assert bleu(targets, references) == {"bleu": pytest.approx(100.0)}
     assert bleu(targets, ["Ein Hund.", "Eine Katze."])["bleu"] < 10.0

@@ -15,6 +15,7 @@ import pytest
 from simvlm_jax.data import raw_files
 from simvlm_jax.data.builders import vqa_v2 as builder_lib
 from simvlm_jax.tasks import vqa_v2 as tasks_lib
+from tests.helpers import finetune_tiny_in_process
 
 LENGTHS = {"inputs": 32, "targets": 8, "image": 32}
 
@@ -290,24 +291,9 @@ def test_tiny_gin_finetunes_and_scores_vqa_accuracy(model_dir, tmp_path, monkeyp
     optimizer state: restored as parameters only) on the fixture release: it trains, decodes minival and
     scores it. The task `vqa_v2` registered at import writes to the session's $SIMVLM_DATA_DIR and uses its
     embedded vocabulary, as the tiny model does."""
-    from tests.helpers import train_in_process
-
     monkeypatch.setenv("SIMVLM_RAW_DATA_DIR", str(tmp_path / "raw"))
     write_release(str(tmp_path / "raw"))
-    run_dir = str(tmp_path / "run")
-    step, _ = train_in_process(
-        "--gin_file=gin/finetune/vqa_v2_tiny.gin",
-        f"--gin.INITIAL_CHECKPOINT_PATH={model_dir}/checkpoint_1",
-        f"--gin.MODEL_DIR={run_dir}",
-        "--gin.INITIAL_STEP=1",
-        "--gin.TRAIN_STEPS=3",
-        "--gin.EVAL_PERIOD=2",
-        "--gin.CHECKPOINT_PERIOD=2",
-        "--gin.BATCH_SIZE=2",
-        "--gin.EVAL_STEPS=1",
-        "--gin.utils.RestoreCheckpointConfig.assignment_map=((r'state/.*', None),)",
+    scored = finetune_tiny_in_process(
+        "gin/finetune/vqa_v2_tiny.gin", f"{model_dir}/checkpoint_1", str(tmp_path / "run"), "vqa_v2"
     )
-    assert step == 3
-    with open(os.path.join(run_dir, "inference_eval", "vqa_v2-metrics.jsonl")) as f:
-        scored = json.loads(f.read().splitlines()[-1])
     assert 0.0 <= scored["vqa_accuracy"] <= 100.0, scored
