@@ -15,6 +15,8 @@ import json
 import os
 from typing import Any, Iterator, Sequence
 
+import tensorflow as tf
+
 
 class MalformedFileError(ValueError):
     """A release file that does not parse as its format says: the message starts with `path:line:`."""
@@ -70,3 +72,15 @@ def field(record: dict, name: str, path: str, line: int) -> Any:
     if name not in record:
         raise MalformedFileError(f"{path}:{line}: no {name!r} field (fields: {', '.join(sorted(record))})")
     return record[name]
+
+
+def read_image_file(dataset: "tf.data.Dataset", raw_dataset: str) -> "tf.data.Dataset":
+    """Adds `image`: the encoded bytes of each example's `image_file` (a path relative to
+    raw_data_dir(raw_dataset), resolved when the pipeline is built). For builders that store image paths
+    instead of images; a missing file stops the read naming its path."""
+    root = raw_data_dir(raw_dataset)
+
+    def read(ex):
+        return {**ex, "image": tf.io.read_file(tf.strings.join([root, "/", ex["image_file"]]))}
+
+    return dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)

@@ -33,7 +33,7 @@ import seqio
 import tensorflow as tf
 
 from simvlm_jax import metrics
-from simvlm_jax.data import preprocessors
+from simvlm_jax.data import preprocessors, raw_files
 from simvlm_jax.data.builders import coco_karpathy, nocaps
 from simvlm_jax.metrics import _inputs
 from simvlm_jax.tasks import common, pretraining
@@ -62,7 +62,7 @@ def caption_steps(raw_dataset: str, prompt: str, keep_domain: bool = False) -> l
     steps = common.image_text_preprocessors(prompt=prompt)
     # common's first step keeps only image and text; ours keeps the references (and domain) as well.
     return [
-        functools.partial(coco_karpathy.read_image_file, raw_dataset=raw_dataset),
+        functools.partial(raw_files.read_image_file, raw_dataset=raw_dataset),
         functools.partial(rekey_caption, keep_domain=keep_domain),
         *steps[1:],
     ]

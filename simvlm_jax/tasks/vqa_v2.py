@@ -32,7 +32,7 @@ import seqio
 import tensorflow as tf
 
 from simvlm_jax import metrics
-from simvlm_jax.data import question_answering
+from simvlm_jax.data import question_answering, raw_files
 from simvlm_jax.data.builders import vqa_v2 as vqa_v2_builder
 from simvlm_jax.metrics import vqa as vqa_metric
 from simvlm_jax.tasks import common
@@ -45,7 +45,10 @@ CLOSED_SET_ANSWERS = 3129  # the common VQA v2 answer list's size (the paper nam
 
 def open_ended_preprocessors() -> list:
     """Release records -> question in the encoder, `multiple_choice_answer` as the target."""
-    return [vqa_v2_builder.read_image_file, *common.vqa_preprocessors(id_key="question_id")]
+    return [
+        functools.partial(raw_files.read_image_file, raw_dataset=vqa_v2_builder.DATASET),
+        *common.vqa_preprocessors(id_key="question_id"),
+    ]
 
 
 def add_open_ended_task(name: str = "vqa_v2", vocabulary: Optional[seqio.Vocabulary] = None) -> seqio.Task:

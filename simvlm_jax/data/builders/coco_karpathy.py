@@ -22,7 +22,7 @@ Each example: `image_file` (relative to the raw folder, e.g. "val2014/COCO_val20
 (the metric tokenises and lower-cases them itself).
 
 As in `vqa_v2`, the image is NOT copied into the prepared data: train holds each image five times, so
-`read_image_file` (the first step of the tasks) reads it from the raw folder when the data is read.
+`raw_files.read_image_file` (the first step of the tasks) reads it from the raw folder when the data is read.
 Preparation checks that every image exists.
 
 Errors name the file: JSON syntax errors with their line (`raw_files.read_json`), a record without a field
@@ -35,7 +35,6 @@ import os
 from typing import Any, Iterator
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
@@ -52,17 +51,6 @@ WHERE_TO_GET = (
 SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
 IMAGE_FIELDS = ("filepath", "filename", "split", "cocoid", "sentences")
 SENTENCE_FIELDS = ("raw", "sentid")
-
-
-def read_image_file(dataset: tf.data.Dataset, raw_dataset: str = DATASET) -> tf.data.Dataset:
-    """Adds `image`: the encoded bytes of the example's `image_file`, read from raw_data_dir(raw_dataset)
-    (resolved when the pipeline is built). A missing file stops the read naming its path."""
-    root = raw_files.raw_data_dir(raw_dataset)
-
-    def read(ex):
-        return {**ex, "image": tf.io.read_file(tf.strings.join([root, "/", ex["image_file"]]))}
-
-    return dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def check_record(record: Any, fields: tuple[str, ...], path: str, what: str) -> dict:

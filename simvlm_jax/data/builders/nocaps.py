@@ -14,7 +14,7 @@ image with its ten reference captions. NoCaps is evaluation only (models are tra
 the test split's captions are not released (its predictions go to the EvalAI server), so it is not read.
 
 Each example: `image_file` ("validation/<file_name>", relative to the raw folder; read when the data is
-read by `coco_karpathy.read_image_file`, as for COCO), `image_id` (`id`), `open_images_id`, `domain`,
+read by `raw_files.read_image_file`, as for COCO), `image_id` (`id`), `open_images_id`, `domain`,
 `caption` (the first reference) and `captions` (all references, in file order, outer whitespace stripped).
 
 Errors name the file: JSON syntax errors with their line, a record without a field with its index, an

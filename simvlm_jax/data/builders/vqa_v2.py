@@ -23,7 +23,7 @@ Nothing is downloaded. The files go, as released, under $SIMVLM_RAW_DATA_DIR/vqa
     test           447,793   81,434   none (test2015: predictions go to the EvalAI server)
 
 One example per question. The image is NOT copied into the prepared data: each example holds its image's
-path relative to the raw folder (`image_file`), and `read_image_file` (the first step of the vqa_v2 tasks)
+path relative to the raw folder (`image_file`), and `raw_files.read_image_file` (the first step of the vqa_v2 tasks)
 reads it from $SIMVLM_RAW_DATA_DIR/vqa_v2 when the data is read. An image is shared by ~5 questions, so
 storing it with each would multiply COCO's 31 GB about five times; the prepared data is ~0.2 GB instead.
 Preparation checks that every image exists.
@@ -43,7 +43,6 @@ import os
 from typing import Any, Iterator
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
@@ -182,17 +181,6 @@ def answer_counts(annotations_path: str) -> list[list]:
     (equal counts in string order, so the list is deterministic)."""
     counts = collections.Counter(str(r["multiple_choice_answer"]) for r in read_annotations(annotations_path).values())
     return [[answer, count] for answer, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
-
-
-def read_image_file(dataset: tf.data.Dataset, raw_dir: str | None = None) -> tf.data.Dataset:
-    """Adds `image`: the encoded bytes of the example's `image_file`, read from `raw_dir` (default: the raw
-    folder of vqa_v2 when the pipeline is built). A missing file stops the read naming its path."""
-    root = raw_dir or raw_files.raw_data_dir(DATASET)
-
-    def read(ex):
-        return {**ex, "image": tf.io.read_file(tf.strings.join([root, "/", ex["image_file"]]))}
-
-    return dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 class VqaV2(tfds.core.GeneratorBasedBuilder):
