@@ -26,6 +26,7 @@ EXPERIMENT_FLAGS = {
 RUN_GINS_REQUIRED = {
     os.path.join("runs", "pretrain.gin"): ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_DIR"],
     os.path.join("runs", "eval.gin"): ["CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "EVAL_OUTPUT_DIR"],
+    os.path.join("runs", "eval_vqa_v2_closed_set.gin"): ["CHECKPOINT_PATH", "EVAL_OUTPUT_DIR"],
     os.path.join("runs", "infer.gin"): ["CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "INFER_OUTPUT_DIR"],
     os.path.join("runs", "finetune.gin"): [
         "INITIAL_CHECKPOINT_PATH",

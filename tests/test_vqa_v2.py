@@ -1,4 +1,4 @@
-"""VQA v2 from its release files: the builder, both tasks (open-ended and closed-set), errors, the gins.
+"""VQA v2 from its release files: the builder, the task (open-ended, and closed-set by rank decoding), errors, the gins.
 
 The fixture is a few questions in exactly the official formats (questions and annotations JSON, COCO file
 names), with generated JPEG images, in a temporary $SIMVLM_RAW_DATA_DIR; the prepared data goes to a
@@ -14,8 +14,9 @@ import pytest
 
 from simvlm_jax.data import raw_files
 from simvlm_jax.data.builders import vqa_v2 as builder_lib
+from simvlm_jax.metrics import vqa as vqa_metric
 from simvlm_jax.tasks import vqa_v2 as tasks_lib
-from tests.helpers import finetune_tiny_in_process
+from tests.helpers import finetune_tiny_in_process, run_module
 
 LENGTHS = {"inputs": 32, "targets": 8, "image": 32}
 
@@ -222,70 +223,6 @@ def test_missing_release_files_say_where_to_get_them(tmp_path, monkeypatch):
         list(builder_lib.split_examples("test"))
 
 
-def test_closed_set_metric_picks_the_best_scoring_candidate():
-    answers = ["blue"] * 5 + ["navy"] * 3 + ["dark blue"] * 2
-    rows = [{"example_id": "1", "candidate": c, "answers": answers} for c in ("blue", "navy", "no")]
-    rows += [{"example_id": "2", "candidate": c, "answers": ["no"] * 10} for c in ("blue", "navy", "no")]
-    scores = [-3.0, -1.0, -2.0, -5.0, -4.0, -0.5]  # question 1 -> "navy" (0.9), question 2 -> "no" (1.0)
-    assert tasks_lib.closed_set_vqa_accuracy(rows, scores)["vqa_accuracy"] == pytest.approx(95.0)
-
-
-def test_closed_set_task_scores_every_candidate_with_a_tiny_model(release):
-    """seqio.Evaluator's score path with ModelRunner.score_fn of a real (random) tiny model, K = 3."""
-    import jax
-    import seqio
-
-    from simvlm_jax.metrics import vqa as vqa_metric
-    from simvlm_jax.model.inference import ModelRunner
-    from tests.helpers import make_model
-
-    num_answers = 3
-    task = tasks_lib.add_closed_set_task("vqa_v2_closed_fixture", vocabulary=_vocabulary(), num_answers=num_answers)
-    candidates = builder_lib.train_answers(num_answers)
-    assert candidates == ["yes", "2", "red"]
-
-    model = make_model(vocab_size=259)  # ByteVocabulary ids; 32x32 images
-    evaluator = seqio.Evaluator(
-        mixture_or_task_name=task.name,
-        feature_converter=model.FEATURE_CONVERTER_CLS(pack=False),
-        eval_split="validation",
-        sequence_length=LENGTHS,
-        logger_cls=(),
-    )
-    s = LENGTHS["image"]
-    shapes = {
-        "encoder_image": (1, s, s, 3),
-        "encoder_image_mask": (1,),
-        "encoder_input_tokens": (1, LENGTHS["inputs"]),
-        "decoder_input_tokens": (1, LENGTHS["targets"]),
-    }
-    runner = ModelRunner(model, model.get_initial_variables(jax.random.key(0), shapes)["params"], batch_size=4)
-    scored = []
-
-    def score_fn(dataset, model_feature_shapes=None):
-        scored.extend(runner.score_fn(dataset, model_feature_shapes))
-        return scored
-
-    all_metrics, _ = evaluator.evaluate(compute_metrics=True, predict_fn=None, score_fn=score_fn)
-    accuracy = all_metrics.result()[task.name]["vqa_accuracy"]
-
-    # One score per (question, candidate), K consecutive rows per question in the candidates' order; the
-    # metric is the accuracy of each question's best candidate.
-    assert len(scored) == num_answers * len(VALIDATION)
-    rows = list(evaluator.cached_task_datasets[task.name].as_numpy_iterator())
-    assert [int(r["candidate"]) for r in rows] == list(range(num_answers)) * len(VALIDATION)
-    assert [r["targets_pretokenized"].decode() for r in rows] == candidates * len(VALIDATION)
-    scores = np.array([s for _, s in sorted(scored)]).reshape(len(VALIDATION), num_answers)
-    assert np.all(np.isfinite(scores)) and np.all(scores < 0)
-    answers = {str(row[0]): row[4] for row in VALIDATION}
-    question_ids = [r["example_id"].decode() for r in rows[::num_answers]]
-    assert sorted(question_ids) == sorted(answers)
-    expected = [
-        vqa_metric.question_accuracy(answers[q], candidates[int(np.argmax(s))]) for q, s in zip(question_ids, scores)
-    ]
-    assert accuracy == pytest.approx(100.0 * np.mean(expected))
-
-
 def test_tiny_gin_finetunes_and_scores_vqa_accuracy(model_dir, tmp_path, monkeypatch):
     """gin/finetune/vqa_v2_tiny.gin, shortened, from the session's tiny checkpoint (random parameters, no
     optimizer state: restored as parameters only) on the fixture release: it trains, decodes minival and
@@ -297,3 +234,25 @@ def test_tiny_gin_finetunes_and_scores_vqa_accuracy(model_dir, tmp_path, monkeyp
         "gin/finetune/vqa_v2_tiny.gin", f"{model_dir}/checkpoint_1", str(tmp_path / "run"), "vqa_v2"
     )
     assert 0.0 <= scored["vqa_accuracy"] <= 100.0, scored
+
+    # The closed set on that run, as its gin's header says (from outside the repository), with K = 3: every
+    # prediction is one of the candidates, scored with the same VQA accuracy.
+    out = str(tmp_path / "closed_set")
+    done = run_module(
+        "simvlm_jax.eval",
+        "--gin_file=gin/runs/eval_vqa_v2_closed_set.gin",
+        f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'",
+        f"--gin.EVAL_OUTPUT_DIR='{out}'",
+        "--gin.NUM_CANDIDATE_ANSWERS=3",
+        "--gin.BATCH_SIZE=2",
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    line = [json.loads(text) for text in done.stdout.splitlines() if text.startswith("{")][0]
+    assert line["task"] == "vqa_v2" and line["step"] == 3
+    predictions_file = os.path.join(out, "vqa_v2-000003.jsonl")
+    rows = [json.loads(text) for text in open(predictions_file)]
+    assert len(rows) == len(VALIDATION)
+    assert {row["prediction"] for row in rows} <= {"yes", "2", "red"}  # the 3 most frequent training answers
+    assert sorted(row["target"] for row in rows) == sorted(row[4] for row in VALIDATION)  # the ten answers
+    expected = [vqa_metric.question_accuracy(row["target"], row["prediction"]) for row in rows]
+    assert line["vqa_accuracy"] == pytest.approx(100.0 * np.mean(expected))

@@ -3,12 +3,20 @@
     settings = DecoderSettings.resolve(decoder_params, defaults, num_decodes=..., return_all_decodes=...,
                                        rng=..., decoder_length=L_dec, vocabulary_eos_id=...)
 
-Keys (all optional): method ('greedy' | 'beam' | 'sample'; default 'greedy' for one decode, 'beam' for
-more), num_decodes (alias beam_size; default 1), return_all_decodes (default False), alpha (beam length
-penalty ((5 + len) / 6) ** alpha; default 0.6, T5X's), temperature / top_k / top_p (sampling; defaults
-1.0, 0, 1.0), max_decode_length (default L_dec), eos_id (default the vocabulary's; may be traced), pad_id
-(an id never generated; default None) and decode_rng (the sampling key; or pass `rng`, not both).
-method, num_decodes, top_k, top_p, pad_id and max_decode_length must be Python values.
+Keys (all optional):
+  method             'greedy' | 'beam' | 'sample' | 'rank'; default 'rank' when candidates are given, else
+                     'greedy' for one decode, 'beam' for more
+  candidates         answer strings for 'rank': each is scored as the example's target, the best returned
+                     (model/ranking.py)
+  num_decodes        alias beam_size; default 1
+  return_all_decodes default False
+  alpha              beam length penalty ((5 + len) / 6) ** alpha; default 0.6, T5X's
+  temperature, top_k, top_p   sampling; defaults 1.0, 0, 1.0
+  max_decode_length  default L_dec
+  eos_id             default the vocabulary's; may be traced
+  pad_id             an id never generated; default None
+  decode_rng         the sampling key (or pass `rng`, not both)
+method, candidates, num_decodes, top_k, top_p, pad_id and max_decode_length must be Python values.
 """
 
 from __future__ import annotations
@@ -30,9 +38,10 @@ NAMES = frozenset(
         "eos_id",
         "pad_id",
         "decode_rng",
+        "candidates",
     }
 )
-METHODS = ("greedy", "beam", "sample")
+METHODS = ("greedy", "beam", "sample", "rank")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +57,7 @@ class DecoderSettings:
     top_k: int = 0
     top_p: float = 1.0
     rng: Any = None  # the sampling key (None: jax.random.key(0))
+    candidates: tuple[str, ...] = ()  # method 'rank': the answers it chooses among
 
     @classmethod
     def resolve(
@@ -73,9 +83,16 @@ class DecoderSettings:
             num_decodes = settings.get("num_decodes", settings.get("beam_size", 1))
         if return_all_decodes is None:
             return_all_decodes = settings.get("return_all_decodes", False)
-        method = settings.get("method", "greedy" if num_decodes == 1 else "beam")
+        candidates = tuple(settings.get("candidates") or ())
+        if isinstance(settings.get("candidates"), str):
+            raise ValueError("decoder params candidates must be a sequence of answer strings, not one string")
+        method = settings.get("method", "rank" if candidates else "greedy" if num_decodes == 1 else "beam")
         if method not in METHODS:
-            raise ValueError(f"Unknown decoding method {method!r}; expected 'greedy', 'beam' or 'sample'")
+            raise ValueError(f"Unknown decoding method {method!r}; expected one of {', '.join(METHODS)}")
+        if (method == "rank") != bool(candidates):
+            raise ValueError("decoder params: method 'rank' needs candidates, and candidates need method 'rank'")
+        if method == "rank" and num_decodes > len(candidates):
+            raise ValueError(f"num_decodes {num_decodes} > the {len(candidates)} candidates to rank")
         if method == "greedy" and num_decodes != 1:
             raise ValueError(f"Greedy search gives one decode, not {num_decodes}")
         if rng is not None and settings.get("decode_rng") is not None:
@@ -92,4 +109,5 @@ class DecoderSettings:
             top_k=int(settings.get("top_k", 0)),
             top_p=float(settings.get("top_p", 1.0)),
             rng=rng if rng is not None else settings.get("decode_rng"),
+            candidates=candidates,
         )

@@ -24,7 +24,7 @@ import numpy as np
 import seqio
 
 from simvlm_jax.data.feature_converter import SimVLMFeatureConverter
-from simvlm_jax.model import decoder_settings, decoding
+from simvlm_jax.model import decoder_settings, decoding, ranking
 from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.model.decoder_settings import DecoderSettings
 from simvlm_jax.network import SimVLMNetwork
@@ -272,6 +272,8 @@ class SimVLMModel:
           (tokens [B, num_decodes, L], {"scores": [B, num_decodes]}). Decodes are sorted best first
           (T5X sorts them worst first); the single answer is the best. Scores are summed
           log-probabilities of the generated tokens (beam search: divided by the length penalty).
+          Method 'rank' returns the best of the given candidates instead (model/ranking.py), with L their
+          longest length + 1 and scores as `score_batch` gives them.
         """
         settings = DecoderSettings.resolve(
             decoder_params,
@@ -283,6 +285,8 @@ class SimVLMModel:
             vocabulary_eos_id=self.output_vocabulary.eos_id,
         )
         forced_prefix = None
+        if prompt_with_targets and settings.method == "rank":
+            raise ValueError("prompt_with_targets does not apply to method 'rank' (candidates are whole targets)")
         if prompt_with_targets:
             prompt = jnp.asarray(batch["decoder_input_tokens"], jnp.int32)[:, 1:]  # [B, L_dec - 1]
             forced_prefix = jnp.where(prompt == settings.eos_id, 0, prompt)
@@ -303,6 +307,8 @@ class SimVLMModel:
         )
         encoded, encoder_mask = self.encode(params, batch)  # [B, T_enc, D], [B, T_enc]
         batch_size = encoded.shape[0]
+        if settings.method == "rank":
+            return self._rank(params, encoded, encoder_mask, settings)
         cache = self._initial_cache(params, encoded, encoder_mask, max_length)
         if settings.method == "greedy":
             step_fn = self._step_fn(params, encoded, encoder_mask, max_length)
@@ -349,6 +355,27 @@ class SimVLMModel:
                 tokens = jnp.take_along_axis(tokens, order[..., None], axis=1)
                 scores = jnp.take_along_axis(scores, order, axis=1)
         return tokens, scores
+
+    def _rank(
+        self, params: PyTree, encoded: jax.Array, encoder_mask: jax.Array, settings: DecoderSettings
+    ) -> tuple[jax.Array, jax.Array]:
+        """The settings' candidates scored for each example (model/ranking.py): (tokens int32 [B, n, L],
+        scores float32 [B, n]) of the n = num_decodes best, L = the longest candidate's tokens + EOS."""
+        eos_id = settings.eos_id if isinstance(settings.eos_id, int) else self.output_vocabulary.eos_id
+        targets = ranking.candidate_targets(self.output_vocabulary, settings.candidates, eos_id)
+
+        def decode_logits(encoded, encoder_mask, decoder_input_tokens, decoder_target_tokens):
+            return self.module.apply(
+                {"params": params},
+                encoded,
+                encoder_mask,
+                decoder_input_tokens,
+                decoder_target_tokens,
+                method=SimVLMNetwork.decode,
+            )
+
+        scores = ranking.score_candidates(decode_logits, encoded, encoder_mask, targets)
+        return ranking.best_candidates(scores, targets, settings.num_decodes)
 
     def predict_batch(self, params: PyTree, batch: Batch, rng: Optional[jax.Array] = None, **kwargs) -> jax.Array:
         return self.predict_batch_with_aux(params, batch, rng=rng, **kwargs)[0]
