@@ -22,7 +22,7 @@ Exit status: 0 when at least one image was captioned, 1 when none was, 2 for bad
 Images are read with PIL in any size and mode: grayscale, RGBA / LA and palette images with
 transparency (composited onto white), 16-bit and 32-bit integer images (scaled to 8 bits), float
 images, CMYK; the EXIF orientation is applied and an animation contributes its first frame. They
-are then resized and normalised exactly as in training (`preprocessors._resize_normalize`).
+are then resized and normalised exactly as in training (`preprocessors.resize_normalize`).
 
 By default the text prefix is empty (the plain captioning set-up the embedded tiny model is trained
 with); --prompt gives the encoder a text prefix to continue (SimVLM's zero-shot "a picture of"),
@@ -171,9 +171,9 @@ def preprocess(rgb: np.ndarray, size: int) -> np.ndarray:
     """uint8 [H, W, 3] -> float32 [size, size, 3], resized and normalised as in training."""
     import tensorflow as tf
 
-    from simvlm_jax.data.preprocessors import _resize_normalize
+    from simvlm_jax.data.preprocessors import resize_normalize
 
-    return _resize_normalize(tf.constant(rgb, tf.uint8), size).numpy().astype(np.float32)
+    return resize_normalize(tf.constant(rgb, tf.uint8), size).numpy().astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import PIL.Image
 import pytest
 import seqio
 
+from simvlm_jax import metrics
 from simvlm_jax.data import bad_records, embedded, raw_files
 from simvlm_jax.data.builders import nlvr2 as nlvr2_builder
 from simvlm_jax.tasks import nlvr2
@@ -161,11 +162,30 @@ def test_task_puts_left_then_right_image_and_the_sentence_in_the_encoder(task):
         assert not any(key.endswith("_image_file") or key == "images" for key in ex)
     targets = postprocessed_targets(registered, examples)
     gold = [records[ex["example_id"].decode()]["label"] for ex in examples]  # "True"/"False": case ignored
-    (accuracy,) = registered.metric_fns
-    assert accuracy(targets, gold) == {"accuracy": 100.0}
-    assert accuracy(targets, ["false"] * 3)["accuracy"] == pytest.approx(200 / 3)
+    (metric,) = registered.metric_fns
+    assert metric(targets, gold) == {"accuracy": 100.0, "consistency": 100.0}
+    # three sentences (no two examples share one here): consistency = accuracy
+    assert metric(targets, ["false"] * 3) == pytest.approx({"accuracy": 200 / 3, "consistency": 200 / 3})
     (test_example,) = _examples(registered, "test")
     assert test_example["targets_pretokenized"].decode() == "true"
+
+
+def test_consistency_groups_the_examples_of_one_sentence():
+    """dev-850-<pair>-0 are one sentence about three image pairs, dev-850-0-1 another: one wrong answer
+    about sentence 0 makes it inconsistent; accuracy counts examples."""
+    identifiers = ["dev-850-0-0", "dev-850-1-0", "dev-850-2-0", "dev-850-0-1"]
+    labels = [b"true", b"false", b"true", b"false"]
+    targets = [
+        nlvr2.label_and_sentence(label, {"example_id": identifier.encode()}, is_target=True)
+        for identifier, label in zip(identifiers, labels)
+    ]
+    assert [t["group"] for t in targets] == ["dev-850-0", "dev-850-0", "dev-850-0", "dev-850-1"]
+    assert nlvr2.label_and_sentence("true") == "true"  # a prediction stays its text
+    scores = metrics.accuracy_and_consistency(targets, ["true", "false", "false", "False "])
+    assert scores == pytest.approx({"accuracy": 75.0, "consistency": 50.0})
+    assert metrics.accuracy_and_consistency(targets, ["true", "false", "true", "false"])["consistency"] == 100.0
+    with pytest.raises(ValueError, match="not <split>-<set_id>-<pair_id>-<sentence_id>"):
+        nlvr2.sentence_group("dev-850-0")
 
 
 def test_task_needs_num_images_two_in_the_feature_lengths(task):
@@ -456,4 +476,4 @@ def test_tiny_nlvr2_gin_fine_tunes_a_one_image_checkpoint_and_scores_the_dev_spl
     assert "nlvr2-metrics.jsonl" in listing, (listing, done.stdout[-3000:])
     with open(os.path.join(run_dir, "inference_eval", "nlvr2-metrics.jsonl")) as f:
         scores = json.loads(f.read().splitlines()[-1])
-    assert 0.0 <= scores["accuracy"] <= 100.0, scores
+    assert 0.0 <= scores["accuracy"] <= 100.0 and 0.0 <= scores["consistency"] <= 100.0, scores

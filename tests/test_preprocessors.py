@@ -132,6 +132,26 @@ def test_feature_converter_on_a_mixed_batch():
     assert batch["encoder_image"].shape == (2, 8, 8, 3) and batch["encoder_image"][0, 0, 0, 0] == 0.5
 
 
+def test_one_feature_converter_serves_two_images_then_one():
+    """A converter used for a two-image task (NLVR2) converts a one-image task next (an evaluator over a
+    mixture reuses one instance): the image's rank follows each call, not the first."""
+
+    def dataset(image_shape, mask_shape):
+        example = {
+            "inputs": np.array([7, 8], np.int32),
+            "targets": np.array([9, 1], np.int32),
+            "image": np.zeros(image_shape, np.float32),
+            "image_mask": np.ones(mask_shape, np.float32),
+        }
+        return tf.data.Dataset.from_tensors(example)
+
+    converter = SimVLMFeatureConverter(pack=False)
+    two = next(converter(dataset((2, 8, 8, 3), (2,)), {**LENGTHS, "num_images": 2}).as_numpy_iterator())
+    assert two["encoder_image"].shape == (2, 8, 8, 3) and two["encoder_image_mask"].shape == (2,)
+    one = next(converter(dataset((8, 8, 3), (1,)), LENGTHS).as_numpy_iterator())
+    assert one["encoder_image"].shape == (8, 8, 3) and one["encoder_image_mask"].shape == (1,)
+
+
 def test_feature_converter_refuses_packing():
     with pytest.raises(ValueError, match="cannot be packed"):
         SimVLMFeatureConverter(pack=True)

@@ -190,7 +190,7 @@ def to_rgb(image) -> np.ndarray:
     return rgb.reshape(rgb.shape[0], rgb.shape[1], 3)
 
 
-class _BadStreak:
+class BadStreak:
     """Bad records in a row seen by one check of one pipeline; stops the pipeline past the policy's bound."""
 
     def __init__(self, policy: RecordPolicy, check: str, task: str):
@@ -217,7 +217,7 @@ class _BadStreak:
             )
 
 
-def _check_text(policy: RecordPolicy, streak: _BadStreak, text: bytes) -> np.bool_:
+def _check_text(policy: RecordPolicy, streak: BadStreak, text: bytes) -> np.bool_:
     reason = text_problem(text, policy.max_text_bytes)
     if reason is None:
         streak.good()
@@ -227,7 +227,7 @@ def _check_text(policy: RecordPolicy, streak: _BadStreak, text: bytes) -> np.boo
     return np.bool_(False)
 
 
-def _decode_image(policy: RecordPolicy, streak: _BadStreak, data: bytes, text: bytes) -> tuple[np.ndarray, np.bool_]:
+def _decode_image(policy: RecordPolicy, streak: BadStreak, data: bytes, text: bytes) -> tuple[np.ndarray, np.bool_]:
     rgb, reason, detail = decode_rgb(data, policy.max_pixels)
     if reason is None:
         streak.good()
@@ -239,10 +239,10 @@ def _decode_image(policy: RecordPolicy, streak: _BadStreak, data: bytes, text: b
 
 def check_text_fn(policy: RecordPolicy, task: str = ""):
     """A numpy_function body under `policy`: text bytes -> True to keep the record."""
-    return functools.partial(_check_text, policy, _BadStreak(policy, "the text check", task))
+    return functools.partial(_check_text, policy, BadStreak(policy, "the text check", task))
 
 
 def decode_image_fn(policy: RecordPolicy, task: str = ""):
     """A numpy_function body under `policy`: (image bytes, text bytes) -> (uint8 [H, W, 3], keep); a
     rejected record gives a 1x1 placeholder."""
-    return functools.partial(_decode_image, policy, _BadStreak(policy, "image decoding", task))
+    return functools.partial(_decode_image, policy, BadStreak(policy, "image decoding", task))

@@ -66,10 +66,12 @@ class SimVLMFeatureConverter(seqio.EncDecFeatureConverter):
             self._num_images = num_images(task_feature_lengths)
         else:
             self._num_images = int(image[0]) if image.rank == 4 else 1
-        if self._num_images > 1:  # image [N, S, S, C]: one more dimension, checked by SeqIO's validation
+        # The image's rank is this call's: an instance used for N > 1 and then for one image goes back to 3.
+        rank = 4 if self._num_images > 1 else 3  # image [N, S, S, C]: one more dimension, checked by SeqIO
+        self.TASK_FEATURES = {**type(self).TASK_FEATURES, "image": FeatureSpec(dtype=tf.float32, rank=rank)}
+        self.MODEL_FEATURES = {**type(self).MODEL_FEATURES, "encoder_image": FeatureSpec(dtype=tf.float32, rank=rank)}
+        if self._num_images > 1:
             lengths["image"] = self._num_images  # trim_and_pad act on the first dimension: N, not S
-            self.TASK_FEATURES = {**self.TASK_FEATURES, "image": FeatureSpec(dtype=tf.float32, rank=4)}
-            self.MODEL_FEATURES = {**self.MODEL_FEATURES, "encoder_image": FeatureSpec(dtype=tf.float32, rank=4)}
         return super().__call__(ds, lengths)
 
     def _convert_example(self, features: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:

@@ -127,7 +127,7 @@ def _to_rgb(image: tf.Tensor) -> tf.Tensor:
     return image
 
 
-def _resize_normalize(image: tf.Tensor, size: int) -> tf.Tensor:
+def resize_normalize(image: tf.Tensor, size: int) -> tf.Tensor:
     """uint8 [H, W, 3] -> float32 [size, size, 3], bilinear with antialiasing, ImageNet-normalised."""
     image = tf.image.convert_image_dtype(image, tf.float32)  # [0, 1]
     image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
@@ -138,16 +138,16 @@ def _resize_normalize(image: tf.Tensor, size: int) -> tf.Tensor:
 
 def resize_and_normalize_image(dataset: tf.data.Dataset, sequence_length: Mapping[str, int]) -> tf.data.Dataset:
     """Resizes `image` to S x S (S = sequence_length['image']), normalises it and sets image_mask = 1."""
-    size = _image_size(sequence_length)
+    size = image_size(sequence_length)
     return dataset.map(
-        lambda ex: {**ex, "image": _resize_normalize(ex["image"], size), "image_mask": tf.constant([1.0])},
+        lambda ex: {**ex, "image": resize_normalize(ex["image"], size), "image_mask": tf.constant([1.0])},
         num_parallel_calls=tf.data.AUTOTUNE,
     )
 
 
 def add_blank_image(dataset: tf.data.Dataset, sequence_length: Mapping[str, int]) -> tf.data.Dataset:
     """Gives a text-only example an all-zero S x S image and image_mask = 0 (the network masks it out)."""
-    size = _image_size(sequence_length)
+    size = image_size(sequence_length)
     blank = tf.zeros((size, size, NUM_CHANNELS), tf.float32)
     return dataset.map(
         lambda ex: {**ex, "image": blank, "image_mask": tf.constant([0.0])},
@@ -155,7 +155,8 @@ def add_blank_image(dataset: tf.data.Dataset, sequence_length: Mapping[str, int]
     )
 
 
-def _image_size(sequence_length: Optional[Mapping[str, int]]) -> int:
+def image_size(sequence_length: Optional[Mapping[str, int]]) -> int:
+    """The image side S from a task's sequence_length; a clear error when it is missing."""
     if not sequence_length or "image" not in sequence_length:
         raise ValueError(
             "The image resolution comes from TASK_FEATURE_LENGTHS['image'] (e.g. {'inputs': 32, "

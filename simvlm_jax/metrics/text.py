@@ -1,8 +1,10 @@
-"""Text-generation metrics as SeqIO metric functions: corpus BLEU (sacrebleu) and accuracy."""
+"""Text-generation metrics as SeqIO metric functions: corpus BLEU (sacrebleu), accuracy, and accuracy with
+consistency (NLVR2's two measures)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import collections
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import sacrebleu
@@ -44,3 +46,22 @@ def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, fl
         for t, p in zip(targets, predictions)
     ]
     return {"accuracy": 100.0 * float(np.mean(hits))}
+
+
+def accuracy_and_consistency(targets: Sequence[Mapping[str, Any]], predictions: Sequence[Any]) -> dict[str, float]:
+    """SeqIO metric: {"accuracy", "consistency"} in percent, NLVR2's two measures.
+
+    Each target is {"label": the correct answer, "group": a key}; consistency is the percent of groups all
+    of whose examples are right (NLVR2: a group is one sentence, written about several image pairs).
+    Answers are compared as in `accuracy` (stripped, lower-cased).
+    """
+    _inputs.check_pairs(targets, predictions)
+    right_by_group: dict[str, list[bool]] = collections.defaultdict(list)
+    for target, prediction in zip(targets, predictions):
+        right = _inputs.as_text(prediction).strip().lower() == _inputs.as_text(target["label"]).strip().lower()
+        right_by_group[_inputs.as_text(target["group"])].append(right)
+    hits = [right for group in right_by_group.values() for right in group]
+    return {
+        "accuracy": 100.0 * float(np.mean(hits)),
+        "consistency": 100.0 * float(np.mean([all(group) for group in right_by_group.values()])),
+    }

@@ -2,9 +2,10 @@
 
     nlvr2   the left and the right image (`image` float32 [2, S, S, C], `image_mask` [2]) and the sentence
             in the encoder; the decoder generates the label word, "true" or "false". Splits train /
-            validation (dev.json) / test (test1.json, the public test set). Metric: accuracy
-            (`metrics.accuracy`, percent); NLVR2's second measure, consistency (all examples of a sentence
-            right), is not computed.
+            validation (dev.json) / test (test1.json, the public test set). Metrics (percent,
+            `metrics.accuracy_and_consistency`): accuracy, and NLVR2's consistency: the share of
+            sentences whose examples (the image pairs it was written about) are all right; a sentence is
+            the identifier's <split>-<set_id>-<sentence_id>, as the official evaluation groups them.
 
 Two images per example: a run sets TASK_FEATURE_LENGTHS['num_images'] = 2 and the model
 `network.SimVLMConfig.max_images = 2` (gin/finetune/nlvr2.gin). The encoder sees [left image tokens ;
@@ -81,7 +82,7 @@ def decode_images(dataset: tf.data.Dataset, task: str = NAME) -> tf.data.Dataset
     `example_id` and `inputs`)."""
     num_images = dataset.element_spec["images"].shape[0]
     policy = bad_records.active()
-    decode_all = functools.partial(_decode_all, policy, bad_records._BadStreak(policy, "image decoding", task))
+    decode_all = functools.partial(_decode_all, policy, bad_records.BadStreak(policy, "image decoding", task))
 
     def decode(ex):
         # What a rejected record is named by: "<identifier> <sentence>".
@@ -115,15 +116,35 @@ def resize_and_normalize_images(dataset: tf.data.Dataset, sequence_length: Mappi
             f"{NUM_IMAGES} (and network.SimVLMConfig.max_images >= {NUM_IMAGES}); got sequence_length="
             f"{dict(sequence_length or {})!r}."
         )
-    size = preprocessors._image_size(sequence_length)
+    size = preprocessors.image_size(sequence_length)
     mask = tf.ones((NUM_IMAGES,), tf.float32)
 
     def stack(ex):
-        image = tf.stack([preprocessors._resize_normalize(image, size) for image in ex["images"]])
+        image = tf.stack([preprocessors.resize_normalize(image, size) for image in ex["images"]])
         kept = {k: v for k, v in ex.items() if k != "images" and not k.endswith("_image_file")}
         return {**kept, "image": image, "image_mask": mask}  # image [N, S, S, C], image_mask [N]
 
     return dataset.map(stack, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def sentence_group(identifier: str) -> str:
+    """ "dev-850-2-1" -> "dev-850-1": the <split>-<set_id>-<sentence_id> that NLVR2's consistency groups by
+    (the examples of one sentence differ only in their pair id)."""
+    parts = identifier.split("-")
+    if len(parts) != 4:
+        raise ValueError(f"NLVR2 identifier {identifier!r} is not <split>-<set_id>-<pair_id>-<sentence_id>")
+    return "-".join([parts[0], parts[1], parts[3]])
+
+
+def label_and_sentence(text, example: Optional[dict] = None, is_target: bool = False):
+    """Postprocessor: a target becomes {"label", "group"} for `metrics.accuracy_and_consistency`; a
+    prediction stays its text."""
+    if not is_target or example is None:
+        return text
+    identifier = example["example_id"]
+    identifier = identifier.decode("utf-8") if isinstance(identifier, bytes) else str(identifier)
+    label = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    return {"label": label, "group": sentence_group(identifier)}
 
 
 def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
@@ -147,7 +168,8 @@ def register(vocabulary: Optional[seqio.Vocabulary] = None) -> seqio.Task:
             question_answering.tokenize_question_answer,
             seqio.preprocessors.append_eos_after_trim,
         ],
-        metric_fns=[metrics.accuracy],
+        postprocess_fn=label_and_sentence,
+        metric_fns=[metrics.accuracy_and_consistency],
     )
 
 
