@@ -1,13 +1,14 @@
 """layers.contract_cpu_backward: the hand-written backward pass equals JAX's own gradient of dot_general;
-it is used on XLA:CPU only."""
+it is used on XLA:CPU only. Likewise the broadcast bias and scale (`add_broadcast`, `scale_broadcast`), whose
+XLA:CPU gradients sum over the broadcast axes with a matmul."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from simvlm_jax.network.layers import add_cpu_backward, hand_written_backward, scale_cpu_backward
 from simvlm_jax.network.layers import contract_cpu_backward as contract
-from simvlm_jax.network.layers import hand_written_backward
 
 
 def _reference(x, kernel, contract_dims):
@@ -83,3 +84,42 @@ def test_the_workaround_is_chosen_per_backend():
     with pytest.raises(TypeError):
         jax.jvp(lambda a: layers.contract(a, k, 1), (x,), (x,))
     jax.jvp(lambda a: layers._dot(a, k, 1), (x,), (x,))
+
+
+@pytest.mark.parametrize(
+    "x_shape, bias_shape",
+    [
+        ((16, 8, 12, 12), (1, 8, 12, 12)),  # the relative-position bias over the batch
+        ((2, 5, 7), (7,)),  # a Dense / LayerNorm bias over the tokens
+        ((2, 5, 3, 4), (3, 4)),  # a q/k/v projection's bias [heads, kv]
+    ],
+)
+def test_broadcast_bias_and_scale_gradients_match_autodiff(x_shape, bias_shape):
+    kx, kb, kc = jax.random.split(jax.random.key(5), 3)
+    x = jax.random.normal(kx, x_shape)
+    bias = jax.random.normal(kb, bias_shape)
+    cotangent = jax.random.normal(kc, x_shape)
+    for ours_fn, reference_fn in ((add_cpu_backward, jnp.add), (scale_cpu_backward, jnp.multiply)):
+
+        def loss(fn):
+            return lambda x, b: jnp.sum(jnp.tanh(fn(x, b)) * cotangent)
+
+        np.testing.assert_array_equal(ours_fn(x, bias), reference_fn(x, bias))
+        ours = jax.jit(jax.grad(loss(ours_fn), argnums=(0, 1)))(x, bias)
+        theirs = jax.grad(loss(reference_fn), argnums=(0, 1))(x, bias)
+        for a, b in zip(ours, theirs):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        # under vmap (an unbatched bias, as when the network is vmapped) and remat
+        batched = jax.grad(lambda x, b: jnp.sum(jax.vmap(jax.checkpoint(loss(ours_fn)), (0, None))(x[None], b)), (0, 1))
+        for a, b in zip(batched(x, bias), theirs):
+            np.testing.assert_allclose(np.asarray(a).reshape(b.shape), b, rtol=1e-5, atol=1e-5)
+
+
+def test_broadcast_bias_gradient_keeps_bfloat16():
+    x = jax.random.normal(jax.random.key(6), (4, 6, 8), jnp.bfloat16)
+    bias = jax.random.normal(jax.random.key(7), (8,), jnp.bfloat16)
+    gx, gb = jax.grad(lambda x, b: jnp.sum(add_cpu_backward(x, b).astype(jnp.float32) ** 2), (0, 1))(x, bias)
+    assert gx.dtype == jnp.bfloat16 and gb.dtype == jnp.bfloat16
+    expected = jax.grad(lambda b: jnp.sum((x.astype(jnp.float32) + b.astype(jnp.float32)) ** 2))(bias)
+    np.testing.assert_allclose(np.asarray(gb, np.float32), np.asarray(expected), rtol=2e-2, atol=2e-1)

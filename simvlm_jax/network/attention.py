@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from simvlm_jax.network.layers import NEG_INF, DenseGeneral, DType, dropout, with_sharding_constraint
+from simvlm_jax.network.layers import NEG_INF, DenseGeneral, DType, add_broadcast, dropout, with_sharding_constraint
 
 Array = jax.Array
 
@@ -212,7 +212,8 @@ class MultiHeadAttention(nn.Module):
             "bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32
         )  # [batch, heads, q_len, k_len]
         if bias is not None:
-            logits = logits + bias.astype(jnp.float32)
+            bias = bias.astype(jnp.float32)
+            logits = add_broadcast(logits, bias) if bias.shape[0] == 1 else logits + bias
         if mask is not None:
             logits = logits + mask_to_bias(mask, jnp.float32)
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
