@@ -13,7 +13,9 @@ position buckets and its RMSNorm without biases differ from ours, a few MFLOPs e
 Each framework's steps are timed interleaved, in `rounds` rounds: per round each runs `steps` steps back to
 back and the first of them is dropped, so that drift of the shared machine hits all three alike. Throughput
 is our analytic FLOP count of the step over its median time (torch's FlopCounterMode count of its step is
-printed beside it: the two agree to a fraction of a percent).
+printed beside it: the two agree to a fraction of a percent). Then `pause_rounds` rounds time one step of
+each after `pause_s` seconds idle (interleaved too): `peer_ratio_after_pause_vs_torch_compile` is torch.compile's
+time over ours for such a step.
 """
 
 from __future__ import annotations
@@ -84,7 +86,14 @@ def _torch_step(cfg: SimVLMConfig, shapes: measure.Shapes, batch: dict[str, np.n
     return step, float(counter.get_total_flops())
 
 
-def peer_benchmark(cfg: SimVLMConfig, shapes: measure.Shapes, rounds: int = 6, steps: int = 3) -> dict:
+def peer_benchmark(
+    cfg: SimVLMConfig,
+    shapes: measure.Shapes,
+    rounds: int = 6,
+    steps: int = 3,
+    pause_rounds: int = 4,
+    pause_s: float = 5.0,
+) -> dict:
     """Median step seconds and achieved GFLOP/s of ours, HF T5 eager and HF T5 under torch.compile."""
     try:
         import torch
@@ -117,14 +126,27 @@ def peer_benchmark(cfg: SimVLMConfig, shapes: measure.Shapes, rounds: int = 6, s
                 fn()
                 if i:  # the first step of each run is dropped
                     times[name].append(time.perf_counter() - t0)
+    # A step after an idle pause (the first step of an interactive run, or of a step after evaluation):
+    # each framework sleeps `pause_s`, then one step is timed; interleaved as above.
+    paused: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(pause_rounds):
+        for name, fn in runners.items():
+            time.sleep(pause_s)
+            t0 = time.perf_counter()
+            fn()
+            paused[name].append(time.perf_counter() - t0)
     analytic = flops_lib.step_flops(cfg, shapes.text_length, shapes.decoder_length).train * shapes.batch
     medians = {name: statistics.median(values) for name, values in times.items()}
+    paused_medians = {name: statistics.median(values) for name, values in paused.items()}
     gflops = {name: analytic / seconds / 1e9 for name, seconds in medians.items()}
     return {
         "peer_step_s": medians,
         "peer_gflops": gflops,
         "peer_ratio_vs_torch_compile": gflops["ours"] / gflops["torch_compile"],
         "peer_ratio_vs_torch_eager": gflops["ours"] / gflops["torch_eager"],
+        "peer_step_after_pause_s": paused_medians,
+        "peer_ratio_after_pause_vs_torch_compile": paused_medians["torch_compile"] / paused_medians["ours"],
+        "peer_pause_s": pause_s,
         "peer_flops_analytic_gflop": analytic / 1e9,
         "peer_flops_torch_counter_gflop": torch_flops / 1e9,
         "peer_torch": torch.__version__,

@@ -151,7 +151,7 @@ def run_suite(suite: str, quick: bool = False, parts: tuple[str, ...] = DEFAULT_
     if "peer" in parts:
         from benchmarks import peer  # PyTorch + transformers: pip install '.[peer]'
 
-        done("peer", peer.peer_benchmark(small, small_shapes, rounds=2 if quick else 6))
+        done("peer", peer.peer_benchmark(small, small_shapes, rounds=2 if quick else 6, pause_rounds=1 if quick else 4))
     if "compile" in parts and settings["compile_layers"]:
         compile_s = {}
         for label in settings["compile_layers"]:  # quick: 1 and 2 layers stand in for 6 and 24
@@ -223,6 +223,8 @@ def format_table(results: dict) -> str:
     if "peer_step_s" in results:
         rows += [(f"peer step s, {k}", v) for k, v in results["peer_step_s"].items()]
         rows += [(f"peer GFLOP/s, {k}", v) for k, v in results["peer_gflops"].items()]
+        rows += [(f"peer step s after a pause, {k}", v) for k, v in results["peer_step_after_pause_s"].items()]
+        rows += [("peer: torch.compile / ours, step after a pause", results["peer_ratio_after_pause_vs_torch_compile"])]
         rows += [
             ("peer: ours / torch.compile GFLOP/s", results["peer_ratio_vs_torch_compile"]),
             ("peer: ours / torch eager GFLOP/s", results["peer_ratio_vs_torch_eager"]),

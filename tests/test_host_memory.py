@@ -16,16 +16,26 @@ def test_mode_is_read_from_the_bracketed_word(tmp_path):
     assert host_memory.transparent_huge_page_mode(str(tmp_path / "missing")) is None
 
 
-def test_env_adds_the_tunable_only_where_it_helps():
+RETAIN = ":".join(f"{k}={v}" for k, v in host_memory.RETAIN_TUNABLES.items())
+
+
+def test_env_adds_the_tunables_only_where_they_help():
     env = host_memory.huge_page_env({"A": "1"}, "madvise", glibc_ok=True)
-    assert env == {"A": "1", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
-    # Other tunables are kept.
+    assert env == {"A": "1", "GLIBC_TUNABLES": RETAIN + ":glibc.malloc.hugetlb=1"}
+    assert RETAIN == "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+    # Other tunables are kept; one already named keeps its value (also the opt-out, e.g. hugetlb=0).
     env = host_memory.huge_page_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "madvise", True)
-    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
-    # Already named (also the opt-out =0), THP always / never / unknown, old or no glibc: no re-exec.
-    assert host_memory.huge_page_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", True) is None
+    assert env["GLIBC_TUNABLES"] == (
+        "glibc.malloc.arena_max=2:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+        ":glibc.malloc.hugetlb=1"
+    )
+    env = host_memory.huge_page_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", True)
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0:" + RETAIN
+    # THP always / never / unknown: the heap is still kept, no huge-page tunable.
     for mode in ("always", "never", None):
-        assert host_memory.huge_page_env({}, mode, True) is None
+        assert host_memory.huge_page_env({}, mode, True) == {"GLIBC_TUNABLES": RETAIN}
+    # All already named, or an old or no glibc: no re-exec.
+    assert host_memory.huge_page_env({"GLIBC_TUNABLES": RETAIN + ":glibc.malloc.hugetlb=0"}, "madvise", True) is None
     assert host_memory.huge_page_env({}, "madvise", glibc_ok=False) is None
 
 
@@ -55,10 +65,10 @@ def test_reexec_keeps_the_command_line_and_runs_once():
         check=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     ).stdout
-    expected = (
-        host_memory.huge_page_env(env, host_memory.transparent_huge_page_mode(), host_memory._glibc_supports_hugetlb())
-        is not None
+    new_env = host_memory.huge_page_env(
+        env, host_memory.transparent_huge_page_mode(), host_memory._glibc_supports_hugetlb()
     )
-    expected = expected and sys.platform == "linux"
+    expected = new_env is not None and sys.platform == "linux"
+    huge = expected and "glibc.malloc.hugetlb=1" in new_env["GLIBC_TUNABLES"]
     assert out.count("start") == (2 if expected else 1)
-    assert out.strip().splitlines()[-1] == f"['x', '--y=2'] {expected}"
+    assert out.strip().splitlines()[-1] == f"['x', '--y=2'] {huge}"

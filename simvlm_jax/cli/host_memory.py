@@ -1,16 +1,27 @@
-"""Back large host allocations with transparent huge pages (Linux, glibc): one re-exec at start-up.
+"""Keep XLA:CPU's step temporaries in memory the process already holds (Linux, glibc): one re-exec at start-up.
 
-XLA:CPU allocates the temporaries of every executable call afresh, and glibc serves such large
-requests with new anonymous mappings, so each train step first page-faults its whole working set in
-4 KiB pages: on the 2-core benchmark machine 274,000 faults and 0.9 s of kernel time per step of the
-small benchmark model (3.8 s). glibc's `glibc.malloc.hugetlb=1` tunable makes malloc ask for
-transparent huge pages (2 MiB) on those mappings: 1,200 faults, 3.0 s per step. Where the kernel's
-THP mode is `always` this happens without help, and `never` refuses it, so only `madvise` needs it.
+XLA:CPU allocates the temporaries of every executable call afresh: for the small benchmark model one
+1 GB block per train step, which glibc serves with a new anonymous mapping (mmap) and unmaps again when the
+step ends. Each step therefore page-faults its whole working set back in, and after a few idle seconds the
+kernel (and, on a VM, the host's free-page reporting) has taken those pages away, so the first step after a
+pause also pays for getting them back. Measured on the 2-core benchmark machine (docs/performance.md):
+
+- plain glibc: 258,000 faults (4 KiB) per step of the small model;
+- `glibc.malloc.hugetlb=1` (transparent huge pages on those mappings, where the kernel's THP mode is
+  `madvise`): ~1,000 faults per step, but a step after a 5 s pause took 2.6-2.8 s instead of 2.1 s
+  (kernel time 1.0 s instead of 0.1 s);
+- plus the heap kept (`RETAIN_TUNABLES`: one malloc arena, no mmap for large blocks, no trimming): no
+  faults at all once the heap has grown, and 2.04-2.09 s after a 5 s pause, as without one.
+
+The worker thread that allocates the block would otherwise get it from its own arena, whose size limit
+sends large blocks to mmap whatever `mmap_max` says; hence one arena. The heap then holds the run's peak
+until the process ends, which is what a training process needs anyway.
 
 glibc reads tunables once, when the process starts, so the command-line entry points call
-`reexec_with_huge_pages()` first and the process replaces itself with the same command plus the
-tunable. A GLIBC_TUNABLES that already names the tunable is left alone, which is also how to opt
-out: GLIBC_TUNABLES=glibc.malloc.hugetlb=0. Library code never calls this.
+`reexec_with_huge_pages()` first (on the CPU backend only: `startup.begin`) and the process replaces
+itself with the same command plus the tunables. A tunable that GLIBC_TUNABLES already names is left as
+it is, which is also how to opt out (e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=0:glibc.malloc.arena_max=8).
+Library code never calls this.
 """
 
 from __future__ import annotations
@@ -20,6 +31,12 @@ import platform
 import sys
 
 TUNABLE = "glibc.malloc.hugetlb"
+# Keep freed memory in the heap (see the module docstring); added wherever glibc is new enough.
+RETAIN_TUNABLES = {
+    "glibc.malloc.arena_max": "1",
+    "glibc.malloc.mmap_max": "0",
+    "glibc.malloc.trim_threshold": str(1 << 40),
+}
 _THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -42,21 +59,28 @@ def _glibc_supports_hugetlb() -> bool:
     return (major, minor) >= (2, 35)  # the tunable appeared in glibc 2.35
 
 
-def _tunable_value(tunables: str) -> str | None:
-    """The value GLIBC_TUNABLES (name=value:name=value...) gives the huge-page tunable, None if unnamed."""
+def _tunable_value(tunables: str, name: str = TUNABLE) -> str | None:
+    """The value GLIBC_TUNABLES (name=value:name=value...) gives the tunable `name`, None if unnamed."""
     for item in tunables.split(":"):
-        name, _, value = item.partition("=")
-        if name == TUNABLE:
+        key, _, value = item.partition("=")
+        if key == name:
             return value
     return None
 
 
 def huge_page_env(environ: dict[str, str], thp_mode: str | None, glibc_ok: bool) -> dict[str, str] | None:
-    """The environment to re-execute with, or None when nothing would change."""
+    """The environment to re-execute with, or None when nothing would change: the heap-keeping tunables,
+    and the huge-page one where the THP mode is `madvise`; each only if GLIBC_TUNABLES does not name it."""
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if not glibc_ok or thp_mode != "madvise" or _tunable_value(tunables) is not None:
+    if not glibc_ok:
         return None
-    return {**environ, "GLIBC_TUNABLES": ":".join(t for t in (tunables, f"{TUNABLE}=1") if t)}
+    wanted = dict(RETAIN_TUNABLES)
+    if thp_mode == "madvise":
+        wanted[TUNABLE] = "1"
+    added = [f"{name}={value}" for name, value in wanted.items() if _tunable_value(tunables, name) is None]
+    if not added:
+        return None
+    return {**environ, "GLIBC_TUNABLES": ":".join(t for t in (tunables, *added) if t)}
 
 
 def reexec_with_huge_pages() -> None:

@@ -98,7 +98,7 @@ class PrefixDecoderStack(nn.Module):
         x = dropout(x, cfg.dropout_rate, enable_dropout)
         if step_index is not None:
             x = jax.lax.dynamic_slice_in_dim(x, step_index, 1, axis=1)  # [B, 1, D]
-        logits = self.shared_embedding.attend(x).astype(jnp.float32) * cfg.emb_dim**-0.5
+        logits = self.shared_embedding.attend(x * cfg.emb_dim**-0.5).astype(jnp.float32)
         return with_sharding_constraint(logits, ("batch", "length", "vocab"))
 
     def _decoded_tokens(self, tokens: Array) -> tuple[Array, Array | None]:

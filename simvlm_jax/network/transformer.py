@@ -267,8 +267,9 @@ class Decoder(nn.Module):
                 x = layer(cfg, name=f"layers_{i}")(x, *args)
         x = norm(cfg, "decoder_norm")(x)
         x = dropout(x, cfg.dropout_rate, enable_dropout)
-        # Logits through the shared table, scaled by emb_dim**-0.5 as in T5 (the table has unit variance).
-        logits = self.shared_embedding.attend(x).astype(jnp.float32) * cfg.emb_dim**-0.5
+        # Logits through the shared table, scaled by emb_dim**-0.5 as in T5 (the table has unit variance);
+        # the scale goes on the [B, L, D] input, not on the [B, L, vocab] logits: one small pass, not two large.
+        logits = self.shared_embedding.attend(x * cfg.emb_dim**-0.5).astype(jnp.float32)
         return with_sharding_constraint(logits, ("batch", "length", "vocab"))  # [batch, dec_len, vocab]
 
     def _positions(
