@@ -19,6 +19,16 @@ if "SIMVLM_DATA_DIR" not in os.environ:
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="simvlm_test_xla_cache_")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# The entry points' glibc tunables (simvlm_jax/cli/host_memory.py), for the processes started after this
+# line: pytest-xdist's workers and the subprocess tests keep XLA:CPU's temporaries in their heap instead
+# of page-faulting them in at every call. Tunables already in GLIBC_TUNABLES are kept as they are.
+from simvlm_jax.cli import host_memory  # noqa: E402  (the standard library only)
+
+_tunables = host_memory.huge_page_env(
+    dict(os.environ), host_memory.transparent_huge_page_mode(), host_memory.glibc_supports_tunables()
+)
+if _tunables is not None:
+    os.environ["GLIBC_TUNABLES"] = _tunables["GLIBC_TUNABLES"]
 
 import pytest  # noqa: E402
 

@@ -66,7 +66,7 @@ def test_reexec_keeps_the_command_line_and_runs_once():
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     ).stdout
     new_env = host_memory.huge_page_env(
-        env, host_memory.transparent_huge_page_mode(), host_memory._glibc_supports_hugetlb()
+        env, host_memory.transparent_huge_page_mode(), host_memory.glibc_supports_tunables()
     )
     expected = new_env is not None and sys.platform == "linux"
     huge = expected and "glibc.malloc.hugetlb=1" in new_env["GLIBC_TUNABLES"]

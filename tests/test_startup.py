@@ -14,7 +14,7 @@ PROBE = """
 import os, runpy, sys
 from simvlm_jax.cli import host_memory
 host_memory.transparent_huge_page_mode = lambda *a: "madvise"
-host_memory._glibc_supports_hugetlb = lambda: True
+host_memory.glibc_supports_tunables = lambda: True
 def report(*args):
     print("EXEC", sorted(m for m in ("jax", "tensorflow", "seqio", "flax") if m in sys.modules), flush=True)
     os._exit(0)

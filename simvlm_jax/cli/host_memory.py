@@ -51,7 +51,7 @@ def transparent_huge_page_mode(path: str = _THP_MODE_FILE) -> str | None:
     return text[start + 1 : end] if 0 <= start < end else None
 
 
-def _glibc_supports_hugetlb() -> bool:
+def glibc_supports_tunables() -> bool:
     name, version = platform.libc_ver()
     if name != "glibc" or not version:
         return False
@@ -90,7 +90,7 @@ def reexec_with_huge_pages() -> None:
     or a test process: the process is replaced)."""
     if sys.platform != "linux":
         return
-    env = huge_page_env(dict(os.environ), transparent_huge_page_mode(), _glibc_supports_hugetlb())
+    env = huge_page_env(dict(os.environ), transparent_huge_page_mode(), glibc_supports_tunables())
     if env is None:
         return
     sys.stdout.flush()
