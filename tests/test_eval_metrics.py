@@ -129,6 +129,27 @@ def test_coco_perfect_and_garbage_captions():
         assert value < 1.0, name
 
 
+def test_spice_only_where_its_models_are_present(monkeypatch):
+    """No CoreNLP jars here (pycocoevalcap would download them): no "spice" key, nothing downloaded. With the
+    jars present, SPICE gets the same PTB-tokenised captions as the other scorers and reports x100 (the
+    scorer's JVM run itself needs the jars: replaced here by a recording stand-in)."""
+    from simvlm_jax.metrics import captioning
+
+    assert not captioning.spice_available()  # this machine cannot fetch them
+    seen = {}
+
+    def fake_spice(refs, hyps):
+        seen.update(refs=refs, hyps=hyps)
+        return 0.25
+
+    monkeypatch.setattr(captioning, "spice_available", lambda: True)
+    monkeypatch.setattr(captioning, "_spice_score", fake_spice)
+    scores = metrics_lib.coco_caption_metrics(COCO_REFS[:2], ["A man, riding a HORSE.", "two dogs"])
+    assert scores["spice"] == pytest.approx(25.0) and {"bleu_4", "meteor", "rouge_l", "cider"} < set(scores)
+    assert seen["hyps"] == {0: ["a man riding a horse"], 1: ["two dogs"]}  # tokenised, lower-cased
+    assert seen["refs"][1] == ["two dogs playing in the snow", "a pair of dogs run through snow"]
+
+
 def test_coco_closer_caption_scores_higher():
     base = ["a man on a horse", "dogs in the snow", "a plate of food", "a bus on a road", "a cat on a laptop"]
     closer = ["a man riding a horse on a beach"] + base[1:]

@@ -5,7 +5,10 @@ ROUGE-L and CIDEr (coco-caption's `Cider`, i.e. the CIDEr-D variant papers repor
 captions and references go through pycocoevalcap's `PTBTokenizer` (Stanford CoreNLP 3.4.1's PTB
 tokeniser, lower-cased, punctuation tokens dropped), exactly as `COCOEvalCap` does. That tokeniser and
 METEOR run in Java (`java` must be on PATH); both jars ship inside the pycocoevalcap wheel, so nothing
-is downloaded. SPICE is left out: its scorer downloads Stanford CoreNLP models at run time.
+is downloaded. SPICE is added when Stanford CoreNLP 3.6.0's two jars are already in pycocoevalcap's
+`spice/lib` folder (`spice_available()`): pycocoevalcap's SPICE scorer would otherwise download them
+(~400 MB) at run time, which is never done here. Fetch them once where the internet is reachable with
+`python -c "from pycocoevalcap.spice.get_stanford_models import get_stanford_models as g; g()"`.
 
 Notes:
 - CIDEr takes its document frequencies from the evaluated set itself, so a single image always scores
@@ -32,6 +35,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.spice import get_stanford_models as spice_models
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from simvlm_jax.metrics import _inputs
@@ -116,8 +120,22 @@ def _tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
     return tokenized
 
 
+def spice_available() -> bool:
+    """Whether SPICE can run without a download: CoreNLP 3.6.0's jar and models jar in spice/lib."""
+    lib = os.path.join(spice_models.SPICEDIR, spice_models.SPICELIB)
+    return all(os.path.exists(os.path.join(lib, f"{spice_models.JAR}{suffix}.jar")) for suffix in ("", "-models"))
+
+
+def _spice_score(refs: dict[int, list[str]], hyps: dict[int, list[str]]) -> float:
+    from pycocoevalcap.spice.spice import Spice
+
+    score, _ = Spice().compute_score(refs, hyps)
+    return float(score)
+
+
 def coco_caption_metrics(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
-    """SeqIO metric: {"bleu_4", "meteor", "rouge_l", "cider"}, each x100 as papers report them.
+    """SeqIO metric: {"bleu_4", "meteor", "rouge_l", "cider"} and, where `spice_available()`, "spice";
+    each x100 as papers report them.
 
     Args:
       targets: per image, one reference caption or a list of them (COCO has about five).
@@ -137,12 +155,15 @@ def coco_caption_metrics(targets: Sequence[Any], predictions: Sequence[Any]) -> 
     bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)  # [BLEU-1, ..., BLEU-4]
     rouge, _ = Rouge().compute_score(refs, hyps)
     cider, _ = Cider().compute_score(refs, hyps)
-    return {
+    scores = {
         "bleu_4": 100.0 * float(bleu[3]),
         "meteor": 100.0 * _meteor_score(meteor_refs, hyps),
         "rouge_l": 100.0 * float(rouge),
         "cider": 100.0 * float(cider),
     }
+    if spice_available():  # as COCOEvalCap: on the PTB-tokenised captions
+        scores["spice"] = 100.0 * _spice_score(refs, hyps)
+    return scores
 
 
 def _normalize(text: str) -> str:
