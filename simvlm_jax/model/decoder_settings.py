@@ -83,9 +83,9 @@ class DecoderSettings:
             num_decodes = settings.get("num_decodes", settings.get("beam_size", 1))
         if return_all_decodes is None:
             return_all_decodes = settings.get("return_all_decodes", False)
-        candidates = tuple(settings.get("candidates") or ())
         if isinstance(settings.get("candidates"), str):
             raise ValueError("decoder params candidates must be a sequence of answer strings, not one string")
+        candidates = tuple(settings.get("candidates") or ())
         method = settings.get("method", "rank" if candidates else "greedy" if num_decodes == 1 else "beam")
         if method not in METHODS:
             raise ValueError(f"Unknown decoding method {method!r}; expected one of {', '.join(METHODS)}")
