@@ -4,6 +4,7 @@ small random model, where decoded scores are checked against `score_batch` (no c
 The default decoder (plain greedy, pad allowed) is covered by tests/test_models.py."""
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -341,3 +342,52 @@ def test_decoder_params_are_checked(small):
         small.model.predict_batch_with_aux(params, small.batch, decoder_params={"method": "greedy"}, num_decodes=2)
     with pytest.raises(ValueError, match="disagree"):
         small.model.predict_batch_with_aux(params, small.batch, decoder_params={"num_decodes": 2, "beam_size": 3})
+
+
+def _while_body_instructions(hlo: str) -> list[str]:
+    """The instruction lines of every computation a while loop's body reaches (its fusions included)."""
+    computations, name = {}, None
+    for line in hlo.splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header:
+            name = header.group(1)
+            computations[name] = []
+        elif name and line.startswith("  "):
+            computations[name].append(line)
+    pending = re.findall(r"body=%?([\w.\-]+)", hlo)
+    seen, lines = set(), []
+    while pending:
+        current = pending.pop()
+        if current in seen or current not in computations:
+            continue
+        seen.add(current)
+        lines += computations[current]
+        for line in computations[current]:
+            pending += re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", line)
+    return lines
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="reads XLA:CPU's compiled loop")
+@pytest.mark.parametrize("method, num_decodes", [("greedy", 1), ("beam", 2), ("sample", 2)])
+def test_decoding_steps_read_the_cross_attention_cache_without_copying_it(small, method, num_decodes):
+    """The encoder output's keys and values are projected once, stored length-last; XLA's layout
+    assignment used to carry them through the loop in the projection's layout and transpose them back at
+    every step (two [N, heads, kv, enc_len] copies per layer per token)."""
+    params = small.init(jax.random.key(0))
+    predict = jax.jit(
+        lambda p, b: small.model.predict_batch_with_aux(
+            p, b, decoder_params={"method": method, "pad_id": 0}, num_decodes=num_decodes
+        )
+    )
+    hlo = predict.lower(params, small.batch).compile().as_text()
+    encoded, _ = jax.eval_shape(small.model.encode, params, small.batch)
+    rows = B * num_decodes if method != "greedy" else B
+    cache_dims = sorted((rows, SMALL["num_heads"], SMALL["head_dim"], encoded.shape[1]))
+    body = _while_body_instructions(hlo)
+    assert any(" dot(" in line or "ynn_fusion" in line or "__onednn" in line for line in body)  # the steps' matmuls
+    transposed = []
+    for line in body:
+        found = re.search(r"= f32\[([\d,]+)\]\{[\d,]*\} transpose\(", line)
+        if found and sorted(int(d) for d in found.group(1).split(",")) == cache_dims:
+            transposed.append(line.strip())
+    assert not transposed, transposed
