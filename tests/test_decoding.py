@@ -381,8 +381,7 @@ def test_decoding_steps_read_the_cross_attention_cache_without_copying_it(small,
     )
     hlo = predict.lower(params, small.batch).compile().as_text()
     encoded, _ = jax.eval_shape(small.model.encode, params, small.batch)
-    rows = B * num_decodes if method != "greedy" else B
-    cache_dims = sorted((rows, SMALL["num_heads"], SMALL["head_dim"], encoded.shape[1]))
+    cache_dims = sorted((B * num_decodes, SMALL["num_heads"], SMALL["head_dim"], encoded.shape[1]))
     body = _while_body_instructions(hlo)
     assert any(" dot(" in line or "ynn_fusion" in line or "__onednn" in line for line in body)  # the steps' matmuls
     transposed = []
