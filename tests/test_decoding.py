@@ -367,20 +367,33 @@ def _while_body_instructions(hlo: str) -> list[str]:
     return lines
 
 
+_COMPILED_DECODING: dict[tuple[str, int], str] = {}
+
+
+def _compiled_decoding(small, method: str, num_decodes: int) -> str:
+    """XLA's compiled program (HLO text) of the small model's predict_batch_with_aux, once per setting."""
+    if (method, num_decodes) not in _COMPILED_DECODING:
+        params = small.init(jax.random.key(0))
+        predict = jax.jit(
+            lambda p, b: small.model.predict_batch_with_aux(
+                p, b, decoder_params={"method": method, "pad_id": 0}, num_decodes=num_decodes
+            )
+        )
+        _COMPILED_DECODING[method, num_decodes] = predict.lower(params, small.batch).compile().as_text()
+    return _COMPILED_DECODING[method, num_decodes]
+
+
+_DECODING_METHODS = [("greedy", 1), ("beam", 2), ("sample", 2)]
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="reads XLA:CPU's compiled loop")
-@pytest.mark.parametrize("method, num_decodes", [("greedy", 1), ("beam", 2), ("sample", 2)])
+@pytest.mark.parametrize("method, num_decodes", _DECODING_METHODS)
 def test_decoding_steps_read_the_cross_attention_cache_without_copying_it(small, method, num_decodes):
     """The encoder output's keys and values are projected once, stored length-last; XLA's layout
     assignment used to carry them through the loop in the projection's layout and transpose them back at
     every step (two [N, heads, kv, enc_len] copies per layer per token)."""
-    params = small.init(jax.random.key(0))
-    predict = jax.jit(
-        lambda p, b: small.model.predict_batch_with_aux(
-            p, b, decoder_params={"method": method, "pad_id": 0}, num_decodes=num_decodes
-        )
-    )
-    hlo = predict.lower(params, small.batch).compile().as_text()
-    encoded, _ = jax.eval_shape(small.model.encode, params, small.batch)
+    hlo = _compiled_decoding(small, method, num_decodes)
+    encoded, _ = jax.eval_shape(small.model.encode, small.init(jax.random.key(0)), small.batch)
     cache_dims = sorted((B * num_decodes, SMALL["num_heads"], SMALL["head_dim"], encoded.shape[1]))
     body = _while_body_instructions(hlo)
     assert any(" dot(" in line or "ynn_fusion" in line or "__onednn" in line for line in body)  # the steps' matmuls
@@ -390,3 +403,20 @@ def test_decoding_steps_read_the_cross_attention_cache_without_copying_it(small,
         if found and sorted(int(d) for d in found.group(1).split(",")) == cache_dims:
             transposed.append(line.strip())
     assert not transposed, transposed
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="reads XLA:CPU's compiled loop")
+@pytest.mark.parametrize("method, num_decodes", _DECODING_METHODS)
+def test_decoding_steps_read_a_transposed_token_table_made_before_the_loop(small, method, num_decodes):
+    """On CPU the logits read a [emb, vocab] copy of the token table (Embed.attend's transposed_copy),
+    made once outside the decoding loop: the loop carries it, and nothing in the loop builds it."""
+    hlo = _compiled_decoding(small, method, num_decodes)
+    vocab, emb = small.init(jax.random.key(0))["shared_embedding"]["embedding"].shape
+    transposed = re.compile(rf"= f32\[{emb},{vocab}\]\{{1,0\}} ([\w-]+)\(")
+    body = _while_body_instructions(hlo)
+    in_loop = {m.group(1) for m in map(transposed.search, body) if m}
+    assert in_loop <= {"get-tuple-element", "parameter"}, in_loop  # read from the loop's state, never built there
+    assert "get-tuple-element" in in_loop
+    body_lines = set(body)
+    made = [line.strip() for line in hlo.splitlines() if line not in body_lines and transposed.search(line)]
+    assert any(op in line for line in made for op in (" copy(", " transpose(", " fusion(")), made

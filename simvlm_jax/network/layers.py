@@ -262,10 +262,20 @@ class Embed(nn.Module):
             raise ValueError(f"Embed expects integer ids, got {ids.dtype}")
         return jnp.asarray(jnp.take(self.embedding, ids, axis=0), self.dtype)
 
-    def attend(self, query: Array) -> Array:
-        """query [..., features] -> [..., num_embeddings] (dot product with every row)."""
+    def attend(self, query: Array, transposed_copy: bool = False) -> Array:
+        """query [..., features] -> [..., num_embeddings] (dot product with every row).
+
+        transposed_copy: multiply by a [features, num_embeddings] copy of the table rather than by the
+        table read row by row. For decoding on XLA:CPU: inside the decoding loop the copy is
+        loop-invariant, so XLA hoists it out and makes it once per call, and XLA:CPU's matrix-vector
+        products stream that layout faster (the benchmark's small model, greedy, batch 4: +7% tokens/s).
+        """
         query = jnp.asarray(query, self.dtype)
-        return jnp.dot(query, jnp.asarray(self.embedding, self.dtype).T)
+        table = jnp.asarray(self.embedding, self.dtype)
+        if transposed_copy:
+            # The barrier keeps XLA from folding the transpose back into the dot's contraction.
+            return jnp.dot(query, jax.lax.optimization_barrier(table.T))
+        return jnp.dot(query, table.T)
 
 
 class LayerNorm(nn.Module):

@@ -269,7 +269,9 @@ class Decoder(nn.Module):
         x = dropout(x, cfg.dropout_rate, enable_dropout)
         # Logits through the shared table, scaled by emb_dim**-0.5 as in T5 (the table has unit variance);
         # the scale goes on the [B, L, D] input, not on the [B, L, vocab] logits: one small pass, not two large.
-        logits = self.shared_embedding.attend(x * cfg.emb_dim**-0.5).astype(jnp.float32)
+        # Decoding on CPU reads a transposed copy of the table (Embed.attend); GPUs and TPUs read it as it is.
+        transposed_copy = decode and jax.default_backend() == "cpu"
+        logits = self.shared_embedding.attend(x * cfg.emb_dim**-0.5, transposed_copy).astype(jnp.float32)
         return with_sharding_constraint(logits, ("batch", "length", "vocab"))  # [batch, dec_len, vocab]
 
     def _positions(
