@@ -241,28 +241,36 @@ def _without_cross_cache(cache):
     return cache
 
 
-def cached_greedy_fn(cfg: SimVLMConfig, max_length: int, cache_cross_attention: bool = True):
-    """jitted (params, batch) -> tokens [B, max_length]: encoder once, then one cached decoder step
-    per token (decoding.greedy_search, as SimVLMModel.predict_batch_with_aux does). With
-    cache_cross_attention=False each step re-projects the encoder output to cross-attention keys/values
-    (only the self-attention keys/values are cached): the path before those were cached, kept here as
-    the benchmark's reference."""
+def cached_decode_fn(
+    cfg: SimVLMConfig, max_length: int, method: str = "greedy", num_decodes: int = 1, cache_cross_attention: bool = True
+):
+    """jitted (params, batch) -> tokens: encoder once, then one cached decoder step per token, as
+    SimVLMModel.predict_batch_with_aux decodes (greedy [B, L]; 'beam' and 'sample': [B * num_decodes, L],
+    the rows of example b adjacent). Beam search keeps num_decodes hypotheses per example; sampling draws
+    num_decodes rows per example at temperature 1. With cache_cross_attention=False each step re-projects
+    the encoder output to cross-attention keys/values (only the self-attention keys/values are cached): the
+    path before those were cached, kept here as the benchmark's reference."""
+    if (method == "greedy") != (num_decodes == 1) or method not in ("greedy", "beam", "sample"):
+        raise ValueError(f"method {method!r} with num_decodes {num_decodes}")
     module = SimVLMNetwork(cfg)
 
     def run(params, batch):
         encoded, mask = _encode(module, params, batch)
-        tokens = jnp.zeros((encoded.shape[0], max_length), jnp.int32)
+        batch_size = encoded.shape[0]
+        tokens = jnp.zeros((batch_size, max_length), jnp.int32)
         _, variables = module.apply(
             {"params": params}, encoded, mask, tokens, decode=True, mutable=["cache"], method=SimVLMNetwork.decode
         )
+        wide_encoded = decoding.expand_to_beams(encoded, num_decodes)
+        wide_mask = decoding.expand_to_beams(mask, num_decodes)
 
         def step_fn(token, position, cache):
             if not cache_cross_attention:
                 cache = _without_cross_cache(cache)
             logits, updated = module.apply(
                 {"params": params, "cache": cache},
-                encoded,
-                mask,
+                wide_encoded,
+                wide_mask,
                 token,
                 decoder_positions=jnp.full(token.shape, position, jnp.int32),
                 decode=True,
@@ -273,7 +281,14 @@ def cached_greedy_fn(cfg: SimVLMConfig, max_length: int, cache_cross_attention: 
 
         cache = variables["cache"]
         # eos_id -1: never stops early, so every row decodes exactly max_length tokens.
-        return decoding.greedy_search(step_fn, cache, encoded.shape[0], max_length, eos_id=-1)[0]
+        if method == "greedy":
+            return decoding.greedy_search(step_fn, cache, batch_size, max_length, eos_id=-1)[0]
+        if method == "beam":
+            tokens = decoding.beam_search(step_fn, cache, batch_size, max_length, -1, num_decodes)[0]
+            return tokens.reshape(batch_size * num_decodes, max_length)
+        wide_cache = decoding.expand_cache(cache, batch_size, num_decodes)
+        rows = batch_size * num_decodes
+        return decoding.temperature_sample(step_fn, wide_cache, jax.random.key(0), rows, max_length, -1)[0]
 
     return jax.jit(run)
 
@@ -298,8 +313,11 @@ def uncached_greedy_fn(cfg: SimVLMConfig, max_length: int):
     return jax.jit(run)
 
 
-def decode_benchmark(cfg: SimVLMConfig, batch_size: int, max_length: int = 128, repeats: int = 3) -> dict:
-    """Greedy decoding of max_length tokens, cached vs full recomputation (same tokens checked)."""
+def decode_benchmark(
+    cfg: SimVLMConfig, batch_size: int, max_length: int = 128, repeats: int = 3, num_decodes: int = 4
+) -> dict:
+    """Greedy decoding of max_length tokens, cached vs full recomputation (same tokens checked); beam
+    search and sampling of num_decodes rows per example, cached (their speed in tokens of every row)."""
     batch = jax.device_put(random_batch(cfg, Shapes(batch_size, decoder_length=max_length)))
     params = jax.jit(SimVLMNetwork(cfg).init)(
         jax.random.key(0),
@@ -309,13 +327,19 @@ def decode_benchmark(cfg: SimVLMConfig, batch_size: int, max_length: int = 128, 
         batch["decoder_input_tokens"],
         batch["decoder_target_tokens"],
     )["params"]
-    cached, self_only = cached_greedy_fn(cfg, max_length), cached_greedy_fn(cfg, max_length, False)
+    cached = cached_decode_fn(cfg, max_length)
+    self_only = cached_decode_fn(cfg, max_length, cache_cross_attention=False)
     uncached = uncached_greedy_fn(cfg, max_length)
     tokens = [np.asarray(fn(params, batch)) for fn in (cached, self_only, uncached)]
     same = all(np.array_equal(tokens[0], other) for other in tokens[1:])
     cached_s = timed(lambda: cached(params, batch), warmup=0, repeats=repeats)
     self_only_s = timed(lambda: self_only(params, batch), warmup=0, repeats=repeats)
     uncached_s = timed(lambda: uncached(params, batch), warmup=0, repeats=max(1, repeats - 1))
+    wide_s = {}
+    for method in ("beam", "sample"):
+        fn = cached_decode_fn(cfg, max_length, method, num_decodes)
+        wide_s[method] = timed(lambda: fn(params, batch), warmup=1, repeats=repeats)
+    row_tokens = batch_size * num_decodes * max_length
     return {
         "decode_tokens_per_s": batch_size * max_length / cached_s,
         "self_cache_only_decode_tokens_per_s": batch_size * max_length / self_only_s,
@@ -325,4 +349,7 @@ def decode_benchmark(cfg: SimVLMConfig, batch_size: int, max_length: int = 128, 
         "decode_same_tokens": same,
         "decode_batch": batch_size,
         "decode_new_tokens": max_length,
+        "beam_decode_row_tokens_per_s": row_tokens / wide_s["beam"],
+        "sample_decode_row_tokens_per_s": row_tokens / wide_s["sample"],
+        "decode_rows_per_example": num_decodes,
     }

@@ -213,6 +213,14 @@ def format_table(results: dict) -> str:
             ("kv_cache_speedup", results["kv_cache_speedup"]),
             ("cross_cache_speedup", results["cross_cache_speedup"]),
             ("decode: same tokens", results["decode_same_tokens"]),
+            (
+                f"beam search row-tokens/s ({results['decode_rows_per_example']} beams)",
+                results["beam_decode_row_tokens_per_s"],
+            ),
+            (
+                f"sampling row-tokens/s ({results['decode_rows_per_example']} rows each)",
+                results["sample_decode_row_tokens_per_s"],
+            ),
         ]
     if "compile_s" in results:
         rows += [(f"compile_s {k}", v) for k, v in results["compile_s"].items()]

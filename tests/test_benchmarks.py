@@ -1,8 +1,9 @@
 """The benchmark suite runs end to end at tiny sizes and reports the keys docs/performance.md lists."""
 
+import jax
 import pytest
 
-from benchmarks import run
+from benchmarks import measure, run
 
 
 def test_quick_suite_reports_mfu_against_its_own_peak(tmp_path):
@@ -26,6 +27,41 @@ def test_quick_suite_reports_mfu_against_its_own_peak(tmp_path):
     assert 0.7 < small["analytic_to_xla"] < 1.1  # the analytic count agrees with XLA's cost analysis
     assert out.exists()
     assert "small: MFU" in run.format_table(results)
+
+
+def test_quick_decode_part_times_greedy_beam_search_and_sampling():
+    results = run.run_suite("cpu", quick=True, parts=("decode",))
+    assert results["decode_same_tokens"]  # cached, self-attention cache only and recomputed agree
+    for key in (
+        "decode_tokens_per_s",
+        "self_cache_only_decode_tokens_per_s",
+        "uncached_decode_tokens_per_s",
+        "beam_decode_row_tokens_per_s",
+        "sample_decode_row_tokens_per_s",
+    ):
+        assert results[key] > 0, key
+    table = run.format_table(results)
+    assert "beam search row-tokens/s (4 beams)" in table and "sampling row-tokens/s (4 rows each)" in table
+
+
+def test_cached_decoding_returns_a_row_per_hypothesis_and_refuses_unknown_settings():
+    cfg = run.small_config(
+        num_encoder_layers=1, num_decoder_layers=1, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, vocab_size=50
+    )
+    batch = measure.random_batch(cfg, measure.Shapes(2, 4, 6))
+    params = measure.SimVLMNetwork(cfg).init(
+        jax.random.key(0),
+        *(batch[k] for k in ("encoder_image", "encoder_image_mask", "encoder_input_tokens", "decoder_input_tokens")),
+        batch["decoder_target_tokens"],
+    )["params"]
+    greedy = measure.cached_decode_fn(cfg, 6)(params, batch)
+    beams = measure.cached_decode_fn(cfg, 6, "beam", 3)(params, batch)
+    samples = measure.cached_decode_fn(cfg, 6, "sample", 3)(params, batch)
+    assert greedy.shape == (2, 6) and beams.shape == samples.shape == (6, 6)
+    with pytest.raises(ValueError, match="num_decodes"):
+        measure.cached_decode_fn(cfg, 6, "greedy", 3)
+    with pytest.raises(ValueError, match="num_decodes"):
+        measure.cached_decode_fn(cfg, 6, "top_k", 3)
 
 
 def test_small_config_is_the_documented_one():
