@@ -3,6 +3,7 @@ small random model, where decoded scores are checked against `score_batch` (no c
 
 The default decoder (plain greedy, pad allowed) is covered by tests/test_models.py."""
 
+import functools
 import itertools
 import re
 
@@ -367,20 +368,15 @@ def _while_body_instructions(hlo: str) -> list[str]:
     return lines
 
 
-_COMPILED_DECODING: dict[tuple[str, int], str] = {}
-
-
+@functools.cache
 def _compiled_decoding(small, method: str, num_decodes: int) -> str:
     """XLA's compiled program (HLO text) of the small model's predict_batch_with_aux, once per setting."""
-    if (method, num_decodes) not in _COMPILED_DECODING:
-        params = small.init(jax.random.key(0))
-        predict = jax.jit(
-            lambda p, b: small.model.predict_batch_with_aux(
-                p, b, decoder_params={"method": method, "pad_id": 0}, num_decodes=num_decodes
-            )
+    predict = jax.jit(
+        lambda p, b: small.model.predict_batch_with_aux(
+            p, b, decoder_params={"method": method, "pad_id": 0}, num_decodes=num_decodes
         )
-        _COMPILED_DECODING[method, num_decodes] = predict.lower(params, small.batch).compile().as_text()
-    return _COMPILED_DECODING[method, num_decodes]
+    )
+    return predict.lower(small.init(jax.random.key(0)), small.batch).compile().as_text()
 
 
 _DECODING_METHODS = [("greedy", 1), ("beam", 2), ("sample", 2)]
