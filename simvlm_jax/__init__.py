@@ -2,9 +2,23 @@
 
 Packages, in the direction of the imports (docs/architecture.md; tests/test_architecture.py checks it):
 `network` (Flax modules), `data` (SeqIO preprocessors, feature converter, embedded datasets) and
-`metrics` (SeqIO scorers) -> `model` (loss, scoring, decoding) and `tasks` (SeqIO registrations) ->
-`training` (train loop, steps, checkpoints, partitioning) -> `cli` (flags, gin, start-up) -> the entry
-points `python -m simvlm_jax.train | eval | infer | caption | inspect_checkpoint`. Gin files: `simvlm_jax/gin/`.
+`metrics` (SeqIO scorers) -> `model` (loss, scoring, decoding) and `tasks` (SeqIO registrations, one module
+per dataset) -> `training` (train loop, steps, checkpoints, partitioning) -> `cli` (flags, gin, start-up) ->
+the entry points `python -m simvlm_jax.train | eval | infer | caption | inspect_checkpoint | plan`.
+
+The repository's top level holds `gin/`, `tasks/` and `launch/` beside this folder (the design card's
+layout); an install maps them into the package as `simvlm_jax/gin`, `simvlm_jax.tasks` and
+`simvlm_jax.launch` (setup.py). In a checkout, the lines below do the same mapping, so that `simvlm_jax.tasks`
+imports from the repository root whether the package was installed editable, from a wheel, or not at all.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+_HERE = _os.path.dirname(_os.path.abspath(__file__))
+_CHECKOUT = _os.path.dirname(_HERE)
+if not _os.path.isdir(_os.path.join(_HERE, "tasks")) and all(
+    _os.path.isfile(_os.path.join(_CHECKOUT, *name)) for name in (("setup.py",), ("tasks", "__init__.py"))
+):
+    __path__.append(_CHECKOUT)  # a checkout: simvlm_jax.tasks -> tasks/, simvlm_jax.launch -> launch/

@@ -9,19 +9,21 @@ import tempfile
 import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN_DIR = os.path.join(REPO_ROOT, "simvlm_jax", "gin")  # the installed gin files (simvlm_jax/gin)
+GIN_DIR = os.path.join(REPO_ROOT, "gin")  # the gin files (installed as simvlm_jax/gin)
 # The downstream fine-tuning gins, as paths relative to GIN_DIR ("finetune/vqa_v2.gin", ...).
 FINETUNE_GINS = sorted(
     os.path.join("finetune", name) for name in os.listdir(os.path.join(GIN_DIR, "finetune")) if name.endswith(".gin")
 )
 
 
-def run_module(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs `python -m module args...` from outside the repository (as an installed user would); returns the
-    finished process."""
+def run_module(
+    module: str, *args: str, timeout: int = 600, env: dict | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess:
+    """Runs `python -m module args...` from outside the repository (as an installed user would; `cwd`: from
+    there instead); returns the finished process."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=tempfile.gettempdir(),
+        cwd=cwd or tempfile.gettempdir(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -46,7 +48,6 @@ def entry_point_gin():
     """Gin as under `python -m simvlm_jax.train` (or eval / infer): `__main__` has the entry functions that
     the gin files bind as `train_script.train` etc.; the global gin config is cleared before and after."""
     import gin
-
     from simvlm_jax.eval import evaluate
     from simvlm_jax.infer import infer
     from simvlm_jax.training.loop import train

@@ -13,6 +13,8 @@ import pytest
 from tests.helpers import REPO_ROOT
 
 PACKAGE = os.path.join(REPO_ROOT, "simvlm_jax")
+# Top-level folders that an install maps into the package (setup.py): folder -> its layer.
+MAPPED = {"tasks": "tasks", "launch": "launch"}
 # layer -> the layers it may import (besides itself). Entry points are the modules directly in simvlm_jax/.
 ALLOWED = {
     "network": set(),
@@ -31,8 +33,18 @@ GIN_ALLOWED = {"cli", "t5x_compat", ENTRY}
 
 
 def _layer(path: str) -> str:
-    parts = os.path.relpath(path, PACKAGE).split(os.sep)
-    return parts[0] if len(parts) > 1 else ENTRY
+    parts = os.path.relpath(path, REPO_ROOT).split(os.sep)
+    if parts[0] in MAPPED:
+        return MAPPED[parts[0]]
+    return parts[1] if len(parts) > 2 else ENTRY
+
+
+def _module(path: str) -> str:
+    """`simvlm_jax.tasks.vqa_v2` for tasks/vqa_v2.py (its installed name), `simvlm_jax.data` for an __init__."""
+    parts = os.path.relpath(path, REPO_ROOT)[: -len(".py")].split(os.sep)
+    if parts[0] in MAPPED:
+        parts = ["simvlm_jax", *parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _imports(path: str) -> list[str]:
@@ -47,7 +59,14 @@ def _imports(path: str) -> list[str]:
     return names
 
 
-SOURCES = sorted(os.path.join(d, f) for d, _, files in os.walk(PACKAGE) for f in files if f.endswith(".py"))
+SOURCES = sorted(
+    os.path.join(d, f)
+    for root in (PACKAGE, *(os.path.join(REPO_ROOT, folder) for folder in MAPPED))
+    for d, _, files in os.walk(root)
+    for f in files
+    if f.endswith(".py")
+)
+MODULES = {_module(p): p for p in SOURCES}
 
 
 def test_every_package_has_a_layer():
@@ -67,7 +86,9 @@ def test_imports_point_down_the_layers(path):
         if not name.startswith("simvlm_jax."):
             continue
         target = name.split(".")[1]
-        if target == "__version__" or not os.path.isdir(os.path.join(PACKAGE, target)):
+        if target in MAPPED:
+            target_layer = MAPPED[target]
+        elif target == "__version__" or not os.path.isdir(os.path.join(PACKAGE, target)):
             target_layer = ENTRY
         else:
             target_layer = target
@@ -76,6 +97,59 @@ def test_imports_point_down_the_layers(path):
         if target_layer == ENTRY or target_layer not in ALLOWED[layer]:
             wrong.append(name)
     assert not wrong, f"{os.path.relpath(path, REPO_ROOT)} ({layer}) imports {sorted(set(wrong))}"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """{module: the package modules it imports, at the top or inside a function}."""
+
+    def known(name: str) -> str:
+        while name and name not in MODULES:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for module, path in MODULES.items():
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets |= {known(alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from pkg import mod` imports pkg.mod (and pkg's __init__ only on the way)
+                targets |= {known(f"{node.module}.{alias.name}") for alias in node.names}
+        graph[module] = targets - {"", module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import cycles (each as the modules around it), by depth-first search."""
+    found, state = [], {}
+
+    def visit(module, stack):
+        state[module] = "open"
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                found.append(stack[stack.index(target) :] + [target])
+            elif target not in state:
+                visit(target, stack)
+        stack.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    """No module imports, even lazily inside a function, a module that imports it back (directly or not)."""
+    assert not _cycles(_import_graph()), "\n".join(" -> ".join(cycle) for cycle in _cycles(_import_graph()))
+
+
+def test_the_cycle_checker_sees_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
 
 
 def test_the_checker_sees_a_forbidden_import(tmp_path):

@@ -16,11 +16,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import seqio
+from simvlm_jax.tasks import coco_captions, nocaps
 
 from simvlm_jax import metrics
 from simvlm_jax.data import embedded, raw_files
-from simvlm_jax.data.builders import coco_karpathy, nocaps
-from simvlm_jax.tasks import captioning_datasets
 from tests.helpers import finetune_tiny_in_process
 
 LENGTHS = {"inputs": 16, "targets": 96, "image": 32}
@@ -62,7 +61,7 @@ def _write_jpeg(path: str, seed: int) -> None:
 
 
 def write_coco(root: str) -> str:
-    """dataset_coco.json (Karpathy's format) and one JPEG per image under root/coco_karpathy."""
+    """dataset_coco.json (Karpathy's format) and one JPEG per image under root/coco_captions."""
     folder = os.path.join(root, "coco_karpathy")
     images, sentid = [], 0
     for imgid, (split, subset, cocoid, captions) in enumerate(COCO_IMAGES):
@@ -127,8 +126,12 @@ def tasks(tmp_path_factory, embedded_data_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SIMVLM_RAW_DATA_DIR", str(raw_dir))
         patch.setenv("SIMVLM_DATA_DIR", str(data_dir))
-        yield {task.name: task for task in captioning_datasets.register(seqio.ByteVocabulary())}
-    captioning_datasets.register()
+        yield {
+            task.name: task
+            for task in [*coco_captions.register(seqio.ByteVocabulary()), *nocaps.register(seqio.ByteVocabulary())]
+        }
+    coco_captions.register()
+    nocaps.register()
 
 
 def _examples(task: seqio.Task, split: str) -> list[dict]:
@@ -197,7 +200,7 @@ def test_coco_metrics_over_the_postprocessed_references(tasks):
 
 def test_nocaps_examples_carry_their_domain_to_the_metric(tasks):
     task = tasks["nocaps"]
-    assert task.metric_fns == [captioning_datasets.nocaps_caption_metrics]
+    assert task.metric_fns == [nocaps.nocaps_caption_metrics]
     assert task.num_input_examples("validation") == len(NOCAPS_IMAGES)
     examples = _examples(task, "validation")
     targets = _targets(task, examples)
@@ -215,10 +218,10 @@ def test_nocaps_metric_scores_each_domain_on_its_own_images():
     targets = [{"references": captions, "domain": domain} for _, _, domain, captions in NOCAPS_IMAGES]
     # In- and near-domain predictions equal a reference; the out-of-domain ones are wrong.
     predictions = [t["references"][0] for t in targets[:4]] + ["A dog on the beach.", "A red car on a road."]
-    metric_fn = captioning_datasets.nocaps_caption_metrics
+    metric_fn = nocaps.nocaps_caption_metrics
     scores = metric_fn(targets, predictions)
     names = ("bleu_4", "meteor", "rouge_l", "cider")
-    assert sorted(scores) == sorted([*names, *(f"{n}_{d}" for n in names for d in captioning_datasets.DOMAINS)])
+    assert sorted(scores) == sorted([*names, *(f"{n}_{d}" for n in names for d in nocaps.DOMAINS)])
     overall = metrics.coco_caption_metrics([t["references"] for t in targets], predictions)
     assert {n: scores[n] for n in names} == pytest.approx(overall)
     for domain, rows in (("in-domain", slice(0, 2)), ("near-domain", slice(2, 4)), ("out-domain", slice(4, 6))):
@@ -244,7 +247,7 @@ def test_malformed_json_names_file_and_line(raw):
     with open(path, "w") as f:
         f.write('{"images": [\n  {"filepath": "val2014", "split": "val"},\n  ]\n}\n')
     with pytest.raises(raw_files.MalformedFileError, match=rf"{path}:3: not valid JSON"):
-        list(coco_karpathy.split_examples("validation"))
+        list(coco_captions.split_examples("validation"))
     path = os.path.join(raw["nocaps"], "nocaps_val_4500_captions.json")
     with open(path) as f:
         lines = f.read().splitlines()
@@ -265,13 +268,13 @@ def test_records_without_a_field_are_named(raw):
     with pytest.raises(
         raw_files.MalformedFileError, match=rf"{path}: image record 3 \(cocoid 73\), sentence 1: no 'raw'"
     ):
-        list(coco_karpathy.split_examples("validation"))
+        list(coco_captions.split_examples("validation"))
     data["images"][3]["sentences"][1]["raw"] = "x"
     data["images"][2]["split"] = "dev"
     with open(path, "w") as f:
         json.dump(data, f)
     with pytest.raises(raw_files.MalformedFileError, match=r"image record 2 \(cocoid 42\): split 'dev' is not one of"):
-        list(coco_karpathy.split_examples("train"))
+        list(coco_captions.split_examples("train"))
 
     path = os.path.join(raw["nocaps"], "nocaps_val_4500_captions.json")
     with open(path) as f:
@@ -293,7 +296,7 @@ def test_missing_images_are_named(raw, tmp_path):
     image = os.path.join(raw["coco"], "val2014", "COCO_val2014_000000000073.jpg")
     os.remove(image)
     with pytest.raises(FileNotFoundError, match=rf"{image}: the image of record 3 \(cocoid 73\)"):
-        embedded.prepare_builder(coco_karpathy.CocoKarpathy, data_dir=str(tmp_path / "data"))
+        embedded.prepare_builder(coco_captions.CocoKarpathy, data_dir=str(tmp_path / "data"))
     image = os.path.join(raw["nocaps"], "validation", "0045b3b7f3a5d6e1.jpg")
     os.remove(image)
     with pytest.raises(FileNotFoundError, match=rf"{image}: the image of record 3 \(id 3\)"):
@@ -303,14 +306,14 @@ def test_missing_images_are_named(raw, tmp_path):
 def test_missing_release_files_give_the_require_message(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMVLM_RAW_DATA_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"coco_karpathy dataset is not prepared: missing .*dataset_coco\.json"):
-        list(coco_karpathy.split_examples("train"))
+        list(coco_captions.split_examples("train"))
     with pytest.raises(FileNotFoundError, match=r"nocaps dataset is not prepared: missing .*nocaps_val_4500_captions"):
         list(nocaps.split_examples())
 
 
 def test_default_registration_uses_the_pretraining_vocabulary(monkeypatch):
     monkeypatch.delenv("SIMVLM_SPM_MODEL", raising=False)
-    registered = captioning_datasets.register()
+    registered = [*coco_captions.register(), *nocaps.register()]
     assert [t.name for t in registered] == ["coco_captions", "coco_captions_zero_shot", "nocaps", "nocaps_zero_shot"]
     for task in registered:
         assert isinstance(task.output_features["targets"].vocabulary, embedded.EmbeddedVocabulary)

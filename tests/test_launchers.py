@@ -2,17 +2,17 @@
 script of slurm, read back the way a shell reads them. No network, gcloud or SLURM: the dry runs are
 parsed with shlex, and the SLURM script runs under fake `scontrol`, `srun` and `python` programs."""
 
+import ast
 import json
 import os
 import shlex
 import stat
 import subprocess
 import sys
-import tomllib
 
 import pytest
-
 from simvlm_jax.launch import slurm, tpu_vm
+
 from tests.helpers import REPO_ROOT
 
 TPU = ["my-slice", "--zone=us-central2-b"]
@@ -80,8 +80,9 @@ def test_create_refuses_an_unknown_generation_without_version():
 
 
 def test_install_from_a_package_pins_jax_on_every_worker(capsys):
-    with open(os.path.join(REPO_ROOT, "pyproject.toml"), "rb") as f:
-        jax_pin = next(d for d in tomllib.load(f)["project"]["dependencies"] if d.startswith("jax=="))
+    with open(os.path.join(REPO_ROOT, "setup.py")) as f:  # the pin as written in setup.py's install_requires
+        strings = [n.value for n in ast.walk(ast.parse(f.read())) if isinstance(n, ast.Constant)]
+    jax_pin = next(s for s in strings if isinstance(s, str) and s.startswith("jax=="))
     package = "git+https://github.com/owner/simvlm-jax@v0.1.0"
     (argv,) = dry_run_lines(capsys, "install", *TPU, f"--package={package}")
     assert argv[:7] == GCLOUD_SSH and "--worker=all" in argv

@@ -19,11 +19,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import seqio
+from simvlm_jax.tasks import nlvr2
 
 from simvlm_jax import metrics
 from simvlm_jax.data import bad_records, embedded, raw_files
-from simvlm_jax.data.builders import nlvr2 as nlvr2_builder
-from simvlm_jax.tasks import nlvr2
 from tests.helpers import GIN_DIR, entry_point_gin, postprocessed_targets
 
 S = 32
@@ -131,14 +130,14 @@ def _normalised(colour) -> np.ndarray:
 def test_builder_finds_each_splits_images_in_the_release_layout(task):
     registered, _ = task
     assert [registered.num_input_examples(s) for s in ("train", "validation", "test")] == [3, 2, 1]
-    train = nlvr2_builder.read_split("train")
+    train = nlvr2.read_split("train")
     assert [r["identifier"] for r in train] == [r[0] for r in RECORDS["train"]]
     assert train[0]["left_image_file"] == "images/train/99/train-10171-0-img0.png"
     assert train[1]["right_image_file"] == "images/train/99/train-10171-0-img1.png"  # both sentences share it
     assert train[2]["left_image_file"] == "images/train/3/train-7-1-img0.png"
-    (dev, _) = nlvr2_builder.read_split("validation")
+    (dev, _) = nlvr2.read_split("validation")
     assert dev["right_image_file"] == "dev/dev-850-0-img1.png" and dev["label"] == "True"
-    (test,) = nlvr2_builder.read_split("test")
+    (test,) = nlvr2.read_split("test")
     assert test["left_image_file"] == "images/test1/test1-42-2-img0.png"
 
 
@@ -330,19 +329,19 @@ def test_malformed_release_lines_name_file_and_line(tmp_path, monkeypatch):
 
     _rewrite(path, lambda lines: [lines[0], '{"identifier": "train-10171-0-1", "sentence": \n', *lines[2:]])
     with pytest.raises(raw_files.MalformedFileError, match=r"nlvr2/train\.json:2: not valid JSON"):
-        nlvr2_builder.read_split("train")
+        nlvr2.read_split("train")
     _rewrite(path, with_second(lambda r: r.update(label="maybe")))
     with pytest.raises(raw_files.MalformedFileError, match=r"train\.json:2: label 'maybe' is not one of"):
-        nlvr2_builder.read_split("train")
+        nlvr2.read_split("train")
     _rewrite(path, with_second(lambda r: r.pop("sentence")))
     with pytest.raises(raw_files.MalformedFileError, match=r"train\.json:2: no 'sentence' field"):
-        nlvr2_builder.read_split("train")
+        nlvr2.read_split("train")
     _rewrite(path, with_second(lambda r: r.pop("directory")))
     with pytest.raises(raw_files.MalformedFileError, match=r"train\.json:2: no 'directory' field"):
-        nlvr2_builder.read_split("train")
+        nlvr2.read_split("train")
     _rewrite(path, with_second(lambda r: r.update(identifier="train-10171")))
     with pytest.raises(raw_files.MalformedFileError, match=r"train\.json:2: identifier 'train-10171' is not"):
-        nlvr2_builder.read_split("train")
+        nlvr2.read_split("train")
 
 
 def test_missing_image_is_named_with_its_path(tmp_path, monkeypatch):
@@ -352,13 +351,13 @@ def test_missing_image_is_named_with_its_path(tmp_path, monkeypatch):
     with pytest.raises(
         FileNotFoundError, match=r"dev\.json:2: the right image .*nlvr2/dev/dev-850-1-img1\.png is missing"
     ):
-        embedded.prepare_builder(nlvr2_builder.Nlvr2, data_dir=str(tmp_path / "data"))
+        embedded.prepare_builder(nlvr2.Nlvr2, data_dir=str(tmp_path / "data"))
 
 
 def test_missing_release_files_give_the_require_message(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMVLM_RAW_DATA_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"nlvr2 dataset is not prepared: missing .*nlvr2/test1\.json"):
-        nlvr2_builder.read_split("test")
+        nlvr2.read_split("test")
 
 
 def test_an_image_that_does_not_decode_drops_its_example_or_stops_the_run(tmp_path, monkeypatch):
@@ -407,7 +406,6 @@ def test_default_registration_uses_the_pretraining_vocabulary(monkeypatch):
 @pytest.mark.parametrize("name", ["nlvr2.gin", "nlvr2_tiny.gin"])
 def test_finetune_gin_parses_and_builds_a_two_image_model(name):
     import gin
-
     from simvlm_jax.cli import gin_flags
     from simvlm_jax.model import simvlm_model
     from simvlm_jax.training import config_checks, partial_restore

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from simvlm_jax.training import checkpoints
-from tests.helpers import run_module
+from tests.helpers import REPO_ROOT, run_module
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("t5x") is None,
@@ -22,16 +22,18 @@ NO_DECODING = ["--gin.train.infer_eval_dataset_cfg=None"]
 
 
 def _t5x(model_dir, steps, *extra):
+    """The design card's command, from the repository root with no search-path flag."""
     env = {k: v for k, v in os.environ.items() if k not in ("SIMVLM_IGNORE_T5X", "SIMVLM_USE_T5X")}
     return run_module(
         "t5x.train",
-        "--gin_file=simvlm_jax.gin/tiny_cpu.gin",
+        "--gin_file=gin/tiny_cpu.gin",
         f"--gin.MODEL_DIR='{model_dir}'",
         f"--gin.TRAIN_STEPS={steps}",
         *SMALL,
         *extra,
         env=env,
         timeout=1200,
+        cwd=REPO_ROOT,
     )
 
 

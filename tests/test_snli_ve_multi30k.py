@@ -17,10 +17,9 @@ import numpy as np
 import PIL.Image
 import pytest
 import seqio
+from simvlm_jax.tasks import multi30k, snli_ve
 
 from simvlm_jax.data import embedded, raw_files
-from simvlm_jax.data.builders import multi30k, snli_ve
-from simvlm_jax.tasks import snli_ve_multi30k
 from tests.helpers import GIN_DIR, postprocessed_targets
 
 LENGTHS = {"inputs": 96, "targets": 96, "image": 32}
@@ -116,9 +115,10 @@ def tasks(tmp_path_factory, embedded_data_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SIMVLM_RAW_DATA_DIR", str(raw_dir))
         patch.setenv("SIMVLM_DATA_DIR", str(data_dir))
-        registered = snli_ve_multi30k.register(seqio.ByteVocabulary())
+        registered = [*snli_ve.register(seqio.ByteVocabulary()), *multi30k.register(seqio.ByteVocabulary())]
         yield {task.name: task for task in registered}, records
-    snli_ve_multi30k.register()
+    snli_ve.register()
+    multi30k.register()
 
 
 def _examples(task: seqio.Task, split: str, lengths=LENGTHS) -> list[dict]:
@@ -274,7 +274,7 @@ def test_missing_release_files_give_the_require_message(tmp_path, monkeypatch):
 def test_default_registration_uses_the_pretraining_vocabulary(monkeypatch):
     monkeypatch.delenv("SIMVLM_SPM_MODEL", raising=False)
     try:
-        tasks = snli_ve_multi30k.register()
+        tasks = [*snli_ve.register(), *multi30k.register()]
         assert [t.name for t in tasks] == ["snli_ve", "snli_ve_text_only", "multi30k_en_de"]
         for task in tasks:
             vocabulary = task.output_features["targets"].vocabulary  # SIMVLM_SPM_MODEL unset: the embedded one
@@ -282,7 +282,8 @@ def test_default_registration_uses_the_pretraining_vocabulary(monkeypatch):
             assert vocabulary.sentencepiece_model_file == embedded.vocabulary_path()
             assert seqio.get_mixture_or_task(task.name) is task
     finally:
-        snli_ve_multi30k.register()
+        snli_ve.register()
+    multi30k.register()
 
 
 def test_tiny_snli_ve_gin_trains_text_only_and_scores_with_images(model_dir, embedded_data_dir, tmp_path):

@@ -4,7 +4,7 @@ T5X's interfaces are recorded here as read from its source at commit cc342d4 (t5
 t5x/utils.py config records, t5x/trainer.py `Trainer`, t5x/partitioning.py `PjitPartitioner`); the gin files
 may bind nothing else, or `python -m t5x.train` stops at parse time. The checkpoint half compares our
 checkpoint tree with the tree of a checkpoint T5X wrote (tests/fixtures/t5x_tiny_checkpoint_tree.json: its
-paths and shapes, read from `state/_METADATA` of a `python -m t5x.train --gin_file=simvlm_jax.gin/tiny_cpu.gin`
+paths and shapes, read from `state/_METADATA` of a `python -m t5x.train --gin_file=gin/tiny_cpu.gin`
 run), so that either trainer restores the other's model dir, optimizer moments and data iterator included.
 """
 

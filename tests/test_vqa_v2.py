@@ -11,11 +11,10 @@ import os
 
 import numpy as np
 import pytest
+from simvlm_jax.tasks import vqa_v2 as tasks_lib
 
 from simvlm_jax.data import raw_files
-from simvlm_jax.data.builders import vqa_v2 as builder_lib
 from simvlm_jax.metrics import vqa as vqa_metric
-from simvlm_jax.tasks import vqa_v2 as tasks_lib
 from tests.helpers import finetune_tiny_in_process, run_module
 
 LENGTHS = {"inputs": 32, "targets": 8, "image": 32}
@@ -90,7 +89,7 @@ def write_release(root):
             image = PIL.Image.fromarray(pixels)
             if image_id == 25:
                 image = image.convert("L")  # COCO has some grayscale images
-            image.save(os.path.join(folder, builder_lib.image_file(subset, image_id)), format="JPEG")
+            image.save(os.path.join(folder, tasks_lib.image_file(subset, image_id)), format="JPEG")
     return folder
 
 
@@ -172,7 +171,7 @@ def test_malformed_json_names_file_and_line(release):
     with open(path, "w") as f:
         f.write('{\n  "questions": [\n    {"image_id": 42, "question": "x", "question_id": 42000},\n  ]\n}\n')
     with pytest.raises(raw_files.MalformedFileError, match=rf"{path}:4: not valid JSON"):
-        list(builder_lib.split_examples("validation"))
+        list(tasks_lib.split_examples("validation"))
 
 
 def test_record_without_a_field_names_file_index_and_question_id(release):
@@ -183,7 +182,7 @@ def test_record_without_a_field_names_file_index_and_question_id(release):
     with open(path, "w") as f:
         json.dump(data, f)
     with pytest.raises(raw_files.MalformedFileError, match=rf"{path}: annotation record 1 \(question_id 42001\)"):
-        list(builder_lib.split_examples("validation"))
+        list(tasks_lib.split_examples("validation"))
 
     path = os.path.join(release, "v2_OpenEnded_mscoco_val2014_questions.json")
     with open(path) as f:
@@ -194,14 +193,14 @@ def test_record_without_a_field_names_file_index_and_question_id(release):
     with pytest.raises(
         raw_files.MalformedFileError, match=rf"{path}: question record 2 .*'image_id' is not an integer"
     ):
-        builder_lib.read_questions(path)
+        tasks_lib.read_questions(path)
 
 
 def test_missing_image_names_its_path(release):
     image = os.path.join(release, "val2014", "COCO_val2014_000000000073.jpg")
     os.remove(image)
     with pytest.raises(FileNotFoundError, match=rf"{image}: the image of question 2 \(question_id 73000\)"):
-        list(builder_lib.split_examples("validation"))
+        list(tasks_lib.split_examples("validation"))
 
 
 def test_image_missing_when_read_names_its_path(release):
@@ -218,9 +217,9 @@ def test_image_missing_when_read_names_its_path(release):
 def test_missing_release_files_say_where_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("SIMVLM_RAW_DATA_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"vqa_v2 dataset is not prepared: missing .*train2014_questions"):
-        list(builder_lib.split_examples("train"))
+        list(tasks_lib.split_examples("train"))
     with pytest.raises(FileNotFoundError, match="visualqa.org"):
-        list(builder_lib.split_examples("test"))
+        list(tasks_lib.split_examples("test"))
 
 
 def test_tiny_gin_finetunes_and_scores_vqa_accuracy(model_dir, tmp_path, monkeypatch):

@@ -1,9 +1,11 @@
 """Gin plumbing for the entry points (T5X's `gin_utils` names): flags, gin files, required macros, config.gin.
 
 Gin files are found by name from any working directory: `--gin_file=gin/tiny_cpu.gin` (or `tiny_cpu.gin`)
-is read from the path as given when it exists, else from `--gin_search_paths`, else from the gin files
-installed with the package (`simvlm_jax/gin/`). The files include each other as
-`simvlm_jax.gin.models/tiny.gin` (gin's package-resource form), which both trainers resolve anywhere.
+is read from the path as given when it exists, else from `--gin_search_paths`, else from the package's own
+gin files: the repository's top-level `gin/` in a checkout, `simvlm_jax/gin/` in an installed wheel
+(`GIN_ROOT` is the folder holding that `gin/`). The files include each other as `gin/models/tiny.gin`, which
+resolves from the repository root under any trainer (T5X's `t5x.train` included) and, here, from anywhere
+(`GIN_ROOT` is searched last).
 Every mistake found here raises `ConfigError` (a one-line message, see `cli.errors`).
 """
 
@@ -14,11 +16,11 @@ import os
 import re
 from typing import Callable, NamedTuple, Optional, Sequence
 
-import gin
 import jax
 from absl import app, logging
-from gin import config_parser
 
+import gin
+from gin import config_parser
 from simvlm_jax.training.config_checks import ConfigError
 
 _REQUIRED_MARK = "%gin.REQUIRED"
@@ -163,7 +165,15 @@ def _parameters_of(selector: str) -> list[str]:
         return []
 
 
-PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+def _package_gin_dir() -> str:
+    """`simvlm_jax/gin` in an installed wheel, else the checkout's top-level `gin/` (simvlm_jax/__init__.py)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = os.path.join(package, "gin")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "gin")
+
+
+PACKAGE_GIN_DIR = _package_gin_dir()
+GIN_ROOT = os.path.dirname(PACKAGE_GIN_DIR)  # `include 'gin/models/tiny.gin'` resolves under it
 
 
 def define_flags(multi_process: bool = False) -> None:
@@ -194,16 +204,6 @@ def resolve_gin_file(name: str, search_paths: Sequence[str] = ()) -> str:
     candidates = [os.path.join(p, name) for p in search_paths]
     installed = name[len("gin/") :] if name.startswith("gin/") else name
     candidates.append(os.path.join(PACKAGE_GIN_DIR, installed))
-    head, _, filename = name.rpartition("/")
-    if head and "/" not in head and "." in head:  # gin's package-resource form: simvlm_jax.gin/tiny_cpu.gin
-        import importlib.util
-
-        try:
-            spec = importlib.util.find_spec(head)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is not None and spec.origin:
-            candidates.append(os.path.join(os.path.dirname(spec.origin), filename))
     for path in candidates:
         if os.path.isfile(path):
             return path
@@ -233,7 +233,7 @@ def parse_gin_flags(
     finalize_config: bool = True,
 ) -> None:
     """Parses gin files and bindings, then fails at once, naming them, if required macros are unset."""
-    for path in gin_search_paths:
+    for path in [*gin_search_paths, GIN_ROOT]:
         gin.add_config_file_search_path(path)
     if not gin_files:
         raise ConfigError("No --gin_file given: e.g. --gin_file=gin/tiny_cpu.gin")

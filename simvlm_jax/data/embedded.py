@@ -26,36 +26,21 @@ from collections.abc import Mapping, Sequence
 
 import sentencepiece as spm
 import seqio
-import tensorflow_datasets as tfds
 
 from simvlm_jax.data import scenes, text_corpus, vocabulary
 from simvlm_jax.data.builders import EmbeddedScenes, PydocText
+from simvlm_jax.data.data_dirs import DATA_DIR_ENV, prepare_builder, resolve, tfds_data_dir
 
-DATA_DIR_ENV = "SIMVLM_DATA_DIR"
 DEFAULT_VOCAB_SIZE = 2000  # Small softmax for tiny models; still covers the pydoc prose.
 VOCAB_NAME = "simvlm_embedded"
+SPM_MODEL_ENV = "SIMVLM_SPM_MODEL"
 VOCAB_MODEL_TYPE = "bpe"  # See the module docstring.
 BUILDERS = (EmbeddedScenes, PydocText)
 
 
-def default_data_dir() -> str:
-    """$SIMVLM_DATA_DIR if set, else ~/.cache/simvlm_jax."""
-    default = os.path.join(os.path.expanduser("~"), ".cache", "simvlm_jax")
-    return os.environ.get(DATA_DIR_ENV) or default
-
-
-def _resolve(data_dir: str | None) -> str:
-    return os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
-
-
-def tfds_data_dir(data_dir: str | None = None) -> str:
-    """Where the TFDS builders write: `<data_dir>/tfds` (pass it as `tfds.load(data_dir=...)`)."""
-    return os.path.join(_resolve(data_dir), "tfds")
-
-
 def vocabulary_path(data_dir: str | None = None) -> str:
     """The embedded vocabulary's model file: `<data_dir>/vocab/simvlm_embedded.model`."""
-    return os.path.join(_resolve(data_dir), "vocab", VOCAB_NAME + ".model")
+    return os.path.join(resolve(data_dir), "vocab", VOCAB_NAME + ".model")
 
 
 def vocabulary_texts(num_captions: int = scenes.SPLIT_SIZES["train"]) -> list[str]:
@@ -88,20 +73,6 @@ def prepare_vocabulary(
     return path
 
 
-def prepare_builder(builder_cls, data_dir: str | None = None, **builder_kwargs) -> str:
-    """Generates one of the package's TFDS datasets unless present; returns its folder. Several processes
-    starting at once (the hosts of one run, parallel runs) take turns: the first generates, the others
-    wait for it and then find the dataset prepared."""
-    import portalocker
-
-    root = tfds_data_dir(data_dir)
-    os.makedirs(root, exist_ok=True)
-    with portalocker.Lock(os.path.join(root, f".{builder_cls.name}.prepare.lock"), timeout=3600):
-        builder = builder_cls(data_dir=root, **builder_kwargs)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    return os.fspath(builder.data_dir)
-
-
 def prepare_datasets(data_dir: str | None = None, split_sizes: Mapping[str, int] | None = None) -> dict[str, str]:
     """Generates both TFDS datasets unless present; returns {builder name: dataset folder}."""
     return {
@@ -119,7 +90,7 @@ def prepare(
     Returns:
       {"data_dir", "tfds_data_dir", "embedded_scenes", "pydoc_text", "vocabulary"}: paths.
     """
-    paths = {"data_dir": _resolve(data_dir), "tfds_data_dir": tfds_data_dir(data_dir)}
+    paths = {"data_dir": resolve(data_dir), "tfds_data_dir": tfds_data_dir(data_dir)}
     paths.update(prepare_datasets(data_dir, split_sizes))
     paths["vocabulary"] = prepare_vocabulary(data_dir, vocab_size, split_sizes)
     return paths
@@ -143,7 +114,7 @@ class EmbeddedVocabulary(seqio.SentencePieceVocabulary):
         vocab_size: int = DEFAULT_VOCAB_SIZE,
         extra_ids: int = 0,
     ):
-        self._data_dir = _resolve(data_dir)  # Fixed now, so the model path is stable.
+        self._data_dir = resolve(data_dir)  # Fixed now, so the model path is stable.
         self._prepare_vocab_size = vocab_size
         super().__init__(vocabulary_path(self._data_dir), extra_ids=extra_ids)
 
@@ -167,6 +138,13 @@ def embedded_vocabulary(
     the model is trained the first time the vocabulary is used, if the file does not exist.
     """
     return EmbeddedVocabulary(data_dir, vocab_size=vocab_size, extra_ids=extra_ids)
+
+
+def default_vocabulary() -> seqio.Vocabulary:
+    """The vocabulary of every task but the embedded ones: the SentencePiece model at $SIMVLM_SPM_MODEL when
+    set (a vocabulary of your own, e.g. for Base runs), else the embedded vocabulary (the tiny runs)."""
+    path = os.environ.get(SPM_MODEL_ENV)
+    return seqio.SentencePieceVocabulary(path) if path else embedded_vocabulary()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
