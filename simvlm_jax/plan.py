@@ -70,6 +70,7 @@ def read_gin_run(gin_files: Sequence[str], gin_bindings: Sequence[str], gin_sear
     """Parses the gin files as `simvlm_jax.train` does (gin files need `train` as `__main__.train`) and
     builds only the model; nothing else is constructed (not the partitioner, which would need the devices)."""
     import gin
+
     from simvlm_jax.cli import gin_flags
 
     bindings = [f"MODEL_DIR = '{_UNUSED_MODEL_DIR}'", *gin_bindings]

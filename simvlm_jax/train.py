@@ -23,6 +23,7 @@ def configure_and_train(gin_files, gin_bindings, gin_search_paths=(), finalize_c
     `train()` as they configure it. Needs `train` importable as `__main__.train` (gin files write
     `import __main__ as train_script`), as it is under `python -m simvlm_jax.train`."""
     import gin
+
     from simvlm_jax.cli import gin_flags
 
     gin_flags.parse_gin_flags(gin_search_paths, gin_files, gin_bindings, finalize_config=finalize_config)

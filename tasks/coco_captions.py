@@ -61,11 +61,11 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
-from simvlm_jax.tasks import common
 
 from simvlm_jax import metrics
 from simvlm_jax.data import embedded, preprocessors, raw_files
 from simvlm_jax.metrics import _inputs
+from simvlm_jax.tasks import common
 
 DATASET = "coco_karpathy"
 ANNOTATIONS = "dataset_coco.json"

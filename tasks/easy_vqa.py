@@ -30,11 +30,11 @@ import json
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from simvlm_jax.tasks import common
 
 from simvlm_jax import metrics
 from simvlm_jax.data import embedded as embedded_data
 from simvlm_jax.data import question_answering
+from simvlm_jax.tasks import common
 
 SPLITS = ("train", "test")
 

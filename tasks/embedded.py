@@ -27,10 +27,9 @@ time a task reads it; `python -m simvlm_jax.data.embedded` does it ahead of time
 
 from __future__ import annotations
 
-from simvlm_jax.tasks import common
-
 from simvlm_jax import metrics
 from simvlm_jax.data import embedded as embedded_data
+from simvlm_jax.tasks import common
 
 CAPTION_METRICS = [metrics.coco_caption_metrics, metrics.exact_match]
 

@@ -39,10 +39,10 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
-from simvlm_jax.tasks import common
 
 from simvlm_jax import metrics
 from simvlm_jax.data import embedded, preprocessors, raw_files
+from simvlm_jax.tasks import common
 
 TFDS_NAME = "multi30k:1.0.0"
 SPLITS = ["train", "validation", "test"]

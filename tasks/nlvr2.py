@@ -67,10 +67,10 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
-from simvlm_jax.tasks import common
 
 from simvlm_jax import metrics
 from simvlm_jax.data import bad_records, embedded, preprocessors, question_answering, raw_files
+from simvlm_jax.tasks import common
 
 NAME = "nlvr2"
 LABELS = ("True", "False")

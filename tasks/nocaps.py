@@ -40,12 +40,12 @@ import numpy as np
 import seqio
 import tensorflow_datasets as tfds
 from etils import epath
-from simvlm_jax.tasks import common
-from simvlm_jax.tasks.coco_captions import ZERO_SHOT_PROMPT, caption_postprocessor, caption_steps, check_record, records
 
 from simvlm_jax import metrics
 from simvlm_jax.data import embedded, raw_files
 from simvlm_jax.metrics import _inputs
+from simvlm_jax.tasks import common
+from simvlm_jax.tasks.coco_captions import ZERO_SHOT_PROMPT, caption_postprocessor, caption_steps, check_record, records
 
 TFDS_NAME = "nocaps:1.0.0"
 

@@ -21,9 +21,9 @@ from typing import Iterable, Mapping, Optional, Union
 
 import seqio
 import tensorflow as tf
-from simvlm_jax.tasks import common
 
 from simvlm_jax.data import embedded as embedded_data
+from simvlm_jax.tasks import common
 
 IMAGE_TEXT_RATE = 4096.0
 TEXT_ONLY_RATE = 512.0

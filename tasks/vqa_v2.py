@@ -65,10 +65,10 @@ import numpy as np
 import seqio
 import tensorflow_datasets as tfds
 from etils import epath
-from simvlm_jax.tasks import common
 
 from simvlm_jax import metrics
 from simvlm_jax.data import data_dirs, embedded, question_answering, raw_files
+from simvlm_jax.tasks import common
 
 DATASET = "vqa_v2"
 WHERE_TO_GET = (

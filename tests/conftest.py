@@ -61,10 +61,10 @@ def gin_entry_points():
 def model_dir(tmp_path_factory, embedded_data_dir):
     """A model dir as `simvlm_jax.train` leaves it: config.gin, model_config.json and checkpoint_1/ (random
     parameters)."""
+    import gin
     import jax
     import jax.numpy as jnp
 
-    import gin
     from simvlm_jax.model import model_config
     from simvlm_jax.training import checkpoints
 

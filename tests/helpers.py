@@ -48,6 +48,7 @@ def entry_point_gin():
     """Gin as under `python -m simvlm_jax.train` (or eval / infer): `__main__` has the entry functions that
     the gin files bind as `train_script.train` etc.; the global gin config is cleared before and after."""
     import gin
+
     from simvlm_jax.eval import evaluate
     from simvlm_jax.infer import infer
     from simvlm_jax.training.loop import train

@@ -16,10 +16,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import seqio
-from simvlm_jax.tasks import coco_captions, nocaps
 
 from simvlm_jax import metrics
 from simvlm_jax.data import embedded, raw_files
+from simvlm_jax.tasks import coco_captions, nocaps
 from tests.helpers import finetune_tiny_in_process
 
 LENGTHS = {"inputs": 16, "targets": 96, "image": 32}

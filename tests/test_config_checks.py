@@ -259,9 +259,9 @@ def test_a_task_may_add_extra_ids_to_the_models_sentencepiece_model_if_the_table
 def test_a_mixture_over_an_unprepared_tfds_dataset_names_it_and_how_to_prepare_it(tmp_path):
     """The docs' mixture of one's own pairs with C4, where C4 was never prepared: named before any data is read."""
     import seqio
-    from simvlm_jax.tasks import common
 
     from simvlm_jax.data.embedded import embedded_vocabulary
+    from simvlm_jax.tasks import common
 
     name = "test_unprepared_c4_prefixlm"
     seqio.TaskRegistry.remove(name)

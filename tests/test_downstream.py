@@ -7,6 +7,7 @@ import pytest
 @pytest.fixture(scope="module")
 def easy_vqa_task(embedded_data_dir):
     import seqio
+
     import simvlm_jax.tasks  # noqa: F401
 
     return seqio.get_mixture_or_task("easy_vqa")
@@ -15,9 +16,9 @@ def easy_vqa_task(embedded_data_dir):
 def test_easy_vqa_builder_holds_the_packaged_benchmark(easy_vqa_task):
     import PIL.Image
     import tensorflow_datasets as tfds
-    from simvlm_jax.tasks import easy_vqa
 
     from simvlm_jax.data import embedded
+    from simvlm_jax.tasks import easy_vqa
 
     assert easy_vqa_task.num_input_examples("train") == 38575
     assert easy_vqa_task.num_input_examples("test") == 9673

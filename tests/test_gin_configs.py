@@ -4,9 +4,9 @@ import glob
 import os
 import sys
 
+import gin
 import pytest
 
-import gin
 from simvlm_jax import eval as eval_lib
 from simvlm_jax import infer as infer_lib
 from simvlm_jax import train as train_lib

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from simvlm_jax.launch import slurm, tpu_vm
 
+from simvlm_jax.launch import slurm, tpu_vm
 from tests.helpers import REPO_ROOT
 
 TPU = ["my-slice", "--zone=us-central2-b"]

@@ -4,9 +4,9 @@ import json
 import os
 import shutil
 
+import gin
 import seqio
 
-import gin
 from simvlm_jax.cli import model_dir as model_dir_lib
 from simvlm_jax.model import model_config
 from simvlm_jax.network import tiny_config

@@ -19,10 +19,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import seqio
-from simvlm_jax.tasks import nlvr2
 
 from simvlm_jax import metrics
 from simvlm_jax.data import bad_records, embedded, raw_files
+from simvlm_jax.tasks import nlvr2
 from tests.helpers import GIN_DIR, entry_point_gin, postprocessed_targets
 
 S = 32
@@ -406,6 +406,7 @@ def test_default_registration_uses_the_pretraining_vocabulary(monkeypatch):
 @pytest.mark.parametrize("name", ["nlvr2.gin", "nlvr2_tiny.gin"])
 def test_finetune_gin_parses_and_builds_a_two_image_model(name):
     import gin
+
     from simvlm_jax.cli import gin_flags
     from simvlm_jax.model import simvlm_model
     from simvlm_jax.training import config_checks, partial_restore

@@ -17,9 +17,9 @@ import numpy as np
 import PIL.Image
 import pytest
 import seqio
-from simvlm_jax.tasks import multi30k, snli_ve
 
 from simvlm_jax.data import embedded, raw_files
+from simvlm_jax.tasks import multi30k, snli_ve
 from tests.helpers import GIN_DIR, postprocessed_targets
 
 LENGTHS = {"inputs": 96, "targets": 96, "image": 32}

@@ -5,13 +5,13 @@ import io
 
 import numpy as np
 import seqio
-import simvlm_jax.tasks  # noqa: F401  (registers)
 import tensorflow_datasets as tfds
 from PIL import Image
-from simvlm_jax.tasks import pretraining
 
+import simvlm_jax.tasks  # noqa: F401  (registers)
 from simvlm_jax.data import embedded
 from simvlm_jax.data.feature_converter import SimVLMFeatureConverter
+from simvlm_jax.tasks import pretraining
 
 LENGTHS = {"inputs": 16, "targets": 16, "image": 32}
 

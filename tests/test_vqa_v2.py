@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 import pytest
-from simvlm_jax.tasks import vqa_v2 as tasks_lib
 
 from simvlm_jax.data import raw_files
 from simvlm_jax.metrics import vqa as vqa_metric
+from simvlm_jax.tasks import vqa_v2 as tasks_lib
 from tests.helpers import finetune_tiny_in_process, run_module
 
 LENGTHS = {"inputs": 32, "targets": 8, "image": 32}

@@ -57,6 +57,7 @@ def test_embeddings_are_decayed_when_asked():
 
 def test_the_model_gins_bind_the_mask(gin_entry_points):
     import gin
+
     from tests.helpers import GIN_DIR
 
     gin.parse_config_files_and_bindings([f"{GIN_DIR}/tiny_cpu.gin"], ["MODEL_DIR = '/tmp/x'"], finalize_config=False)

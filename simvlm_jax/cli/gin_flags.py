@@ -16,11 +16,11 @@ import os
 import re
 from typing import Callable, NamedTuple, Optional, Sequence
 
+import gin
 import jax
 from absl import app, logging
-
-import gin
 from gin import config_parser
+
 from simvlm_jax.training.config_checks import ConfigError
 
 _REQUIRED_MARK = "%gin.REQUIRED"

@@ -86,6 +86,7 @@ def load_model_from_config(model_dir: str) -> tuple[Any, Mapping[str, int]]:
     The global gin config is replaced by the one read here (it is not finalized).
     """
     import gin
+
     from simvlm_jax.training.loop import train
 
     config_path = os.path.join(model_dir, "config.gin")
