@@ -18,7 +18,13 @@ __version__ = "0.1.0"
 
 _HERE = _os.path.dirname(_os.path.abspath(__file__))
 _CHECKOUT = _os.path.dirname(_HERE)
-if not _os.path.isdir(_os.path.join(_HERE, "tasks")) and all(
+_INSTALLED = _os.path.isdir(_os.path.join(_HERE, "tasks"))  # a wheel: the folders were mapped in
+if not _INSTALLED and all(
     _os.path.isfile(_os.path.join(_CHECKOUT, *name)) for name in (("setup.py",), ("tasks", "__init__.py"))
 ):
     __path__.append(_CHECKOUT)  # a checkout: simvlm_jax.tasks -> tasks/, simvlm_jax.launch -> launch/
+
+# The folder that holds the gin files' `gin/` folder: `include 'gin/models/tiny.gin'` and
+# `--gin_file=gin/tiny_cpu.gin` resolve under it (our entry points search it; for T5X's, pass it as
+# `--gin_search_paths`, or run from the repository root, where `gin/` is found as is).
+GIN_ROOT = _HERE if _INSTALLED else _CHECKOUT

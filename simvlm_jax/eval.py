@@ -43,7 +43,7 @@ def evaluate(
 
     `task_feature_lengths` defaults to the training run's TASK_FEATURE_LENGTHS.
     """
-    restored = restore.restore_for_inference(checkpoint_path, mixture_or_task_name, task_feature_lengths, module)
+    restored = restore.restore_for_inference(checkpoint_path, mixture_or_task_name, task_feature_lengths, module, split)
     model, params, lengths, step = restored.model, restored.params, restored.lengths, restored.step
     os.makedirs(output_dir, exist_ok=True)
     evaluator = seqio.Evaluator(

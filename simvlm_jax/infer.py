@@ -42,7 +42,7 @@ def infer(
     num_examples: Optional[int] = None,
 ) -> list[str]:
     """Predicts every example of `split` (or the first `num_examples`) of each task; returns the files."""
-    restored = restore.restore_for_inference(checkpoint_path, mixture_or_task_name, task_feature_lengths, module)
+    restored = restore.restore_for_inference(checkpoint_path, mixture_or_task_name, task_feature_lengths, module, split)
     model, params, lengths = restored.model, restored.params, restored.lengths
     os.makedirs(output_dir, exist_ok=True)
     runner = ModelRunner(model, params, batch_size, decoder_params)

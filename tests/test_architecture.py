@@ -24,7 +24,7 @@ ALLOWED = {
     "tasks": {"data", "metrics"},
     "training": {"network", "data", "model", "metrics"},
     "cli": {"network", "data", "model", "metrics", "training"},
-    "t5x_compat": {"training", "cli"},
+    "t5x_compat": {"data", "training", "cli"},
     "gin": set(),
     "launch": set(),  # launchers build command lines only
 }

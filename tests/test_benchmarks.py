@@ -1,5 +1,7 @@
 """The benchmark suite runs end to end at tiny sizes and reports the keys docs/performance.md lists."""
 
+import time
+
 import jax
 import pytest
 
@@ -8,7 +10,9 @@ from benchmarks import measure, run
 
 def test_quick_suite_reports_mfu_against_its_own_peak(tmp_path):
     out = tmp_path / "bench.json"
+    started = time.perf_counter()
     results = run.run_suite("cpu", quick=True, parts=("small",), out=str(out))
+    elapsed = time.perf_counter() - started
     for key in (
         "peak_gflops",
         "peak_gflops_float32",
@@ -20,11 +24,15 @@ def test_quick_suite_reports_mfu_against_its_own_peak(tmp_path):
     ):
         assert results[key] > 0, key
     small = results["small"]
-    # Throughput is the analytic FLOP count of the step over its measured time, and it cannot be far above
-    # the peak matmul rate measured in the same run (a faster step would mean the count or the timing is off).
-    assert small["train_gflops"] == pytest.approx(small["analytic_gflop_per_step"] / small["step_s"])
+    # The step time against this test's own clock: the part runs the step at least 7 times (2 warm-up
+    # steps, 5 timed), so 7 steps fit in the whole run; a step time off by a unit (ms for s) or divided by
+    # the batch would not.
+    assert 0.0 < 7 * small["step_s"] < elapsed
+    # Throughput cannot be far above the peak matmul rate measured in the same run (a faster step would
+    # mean the FLOP count or the timing is off), and the analytic FLOP count agrees with XLA's own count
+    # of the compiled step (its cost analysis), an independent counter.
     assert 0.0 < results["mfu"] < 1.5
-    assert 0.7 < small["analytic_to_xla"] < 1.1  # the analytic count agrees with XLA's cost analysis
+    assert 0.7 < small["analytic_to_xla"] < 1.1
     assert out.exists()
     assert "small: MFU" in run.format_table(results)
 
@@ -83,7 +91,7 @@ def test_gpu_sweep_runs_a_variant_and_writes_its_mfu(tmp_path, monkeypatch):
     variant = results["variants"]["einsum_b128_scan"]
     assert list(results["variants"]) == ["einsum_b128_scan"]  # --only ran that variant alone
     assert variant["batch"] == 3 and variant["scan_layers"] is True
-    assert variant["train_gflops"] == pytest.approx(variant["mfu"] * results["peak_gflops_bfloat16"])
+    assert 0.0 < variant["mfu"] < 1.5
     assert results["best"] == "einsum_b128_scan"
 
 

@@ -55,3 +55,28 @@ def test_infer_writes_one_prediction_per_example(model_dir, tmp_path):
         assert set(row) == {"index", "id", "inputs", "target", "prediction"}
         assert row["inputs"] == "" and row["target"].startswith("a ") and isinstance(row["prediction"], str)
     assert "infer: 10/10 examples" in done.stdout
+
+
+def test_eval_and_infer_name_missing_or_malformed_release_files_in_one_line(model_dir, tmp_path):
+    """A task whose official files are missing (eval) or malformed (infer) stops the command before any
+    parameter is read, with one line naming the file: no traceback."""
+    raw = tmp_path / "raw"
+    (raw / "nocaps").mkdir(parents=True)
+    env = {"SIMVLM_RAW_DATA_DIR": str(raw)}  # nothing is prepared: the data dir stays the session's
+    common = [f"--gin.CHECKPOINT_PATH={model_dir}", "--gin.MIXTURE_OR_TASK_NAME=nocaps", "--gin.NUM_EXAMPLES=4"]
+    missing = run_module(
+        "simvlm_jax.eval", "--gin_file=gin/runs/eval.gin", *common, f"--gin.EVAL_OUTPUT_DIR={tmp_path}/e", env=env
+    )
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-3000:]
+    line = missing.stderr.strip().splitlines()[-1]
+    assert line.startswith("Configuration error: Task 'nocaps' cannot read its data:"), line
+    assert "missing " + str(raw / "nocaps" / "nocaps_val_4500_captions.json") in line, line
+
+    (raw / "nocaps" / "nocaps_val_4500_captions.json").write_text('{"images": [{"id": 0}], "annotations": [')
+    malformed = run_module(
+        "simvlm_jax.infer", "--gin_file=gin/runs/infer.gin", *common, f"--gin.INFER_OUTPUT_DIR={tmp_path}/i", env=env
+    )
+    assert malformed.returncode == 2 and "Traceback" not in malformed.stderr, malformed.stderr[-3000:]
+    line = malformed.stderr.strip().splitlines()[-1]
+    assert line.startswith("Configuration error: Task 'nocaps' cannot read its data:"), line
+    assert "nocaps_val_4500_captions.json:1: not valid JSON" in line, line

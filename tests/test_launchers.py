@@ -181,12 +181,6 @@ def test_sbatch_lines_and_submit_command(capsys):
     assert submit == ["sbatch", "slurm_logs/simvlm.sbatch"]
 
 
-def test_bash_accepts_the_script(capsys, tmp_path):
-    script, _ = slurm_dry_run(capsys, "--setup=source venv/bin/activate")
-    (tmp_path / "job.sbatch").write_text(script)
-    subprocess.run(["bash", "-n", str(tmp_path / "job.sbatch")], check=True)
-
-
 def test_every_task_gets_its_own_process_index(capsys, tmp_path):
     """The script under fake SLURM programs: srun runs its command as tasks 0 and 1 of 2."""
     script, _ = slurm_dry_run(capsys, "--setup=export SETUP_RAN=yes")

@@ -450,7 +450,7 @@ def test_tiny_nlvr2_gin_fine_tunes_a_one_image_checkpoint_and_scores_the_dev_spl
     and scored with accuracy. The session's SIMVLM_DATA_DIR holds the vocabulary."""
     from tests.helpers import run_module
 
-    write_nlvr2(str(tmp_path / "raw"))
+    written = write_nlvr2(str(tmp_path / "raw"))
     run_dir = str(tmp_path / "run")
     done = run_module(
         "simvlm_jax.train",
@@ -475,4 +475,19 @@ def test_tiny_nlvr2_gin_fine_tunes_a_one_image_checkpoint_and_scores_the_dev_spl
     assert "nlvr2-metrics.jsonl" in listing, (listing, done.stdout[-3000:])
     with open(os.path.join(run_dir, "inference_eval", "nlvr2-metrics.jsonl")) as f:
         scores = json.loads(f.read().splitlines()[-1])
-    assert 0.0 <= scores["accuracy"] <= 100.0 and 0.0 <= scores["consistency"] <= 100.0, scores
+    # The scores are NLVR2's official accuracy and consistency of the logged predictions, computed here
+    # from the release records (the label of each identifier) independently of the task's metric.
+    with open(os.path.join(run_dir, "inference_eval", f"nlvr2-{scores['step']:06d}.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert sorted(r["input"]["example_id"] for r in rows) == sorted(i for i in written if i.startswith("dev-"))
+    right = {
+        r["input"]["example_id"]: r["prediction"].strip().lower() == written[r["input"]["example_id"]]["label"].lower()
+        for r in rows
+    }
+    sentences: dict[str, list[bool]] = {}
+    for identifier, ok in right.items():
+        split, set_id, _, sentence_id = identifier.split("-")
+        sentences.setdefault(f"{split}-{set_id}-{sentence_id}", []).append(ok)
+    assert scores["accuracy"] == pytest.approx(100 * sum(right.values()) / len(right), abs=1e-4), (scores, rows)
+    expected_consistency = 100 * sum(all(oks) for oks in sentences.values()) / len(sentences)
+    assert scores["consistency"] == pytest.approx(expected_consistency, abs=1e-4), (scores, rows)

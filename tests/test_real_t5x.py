@@ -67,3 +67,21 @@ def test_a_model_dir_goes_ours_then_t5x_then_ours_with_its_whole_state(embedded_
     assert third.returncode == 0, third.stderr[-4000:]
     assert "Restored" in third.stdout and "checkpoint_4 (step 4, with the data iterator)" in third.stdout
     assert checkpoints.latest_step(model_dir) == 6
+
+
+def test_the_card_command_parses_simvlm_large_and_names_the_missing_data(tmp_path):
+    """`python -m t5x.train --gin_file=gin/simvlm_large.gin` from the repository root: every include resolves,
+    and with no C4 prepared the run stops at once with our message (raised where both trainers pass)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SIMVLM_IGNORE_T5X", "SIMVLM_USE_T5X")}
+    done = run_module(
+        "t5x.train",
+        "--gin_file=gin/simvlm_large.gin",
+        f"--gin.MODEL_DIR='{tmp_path / 'large'}'",
+        f"--tfds_data_dir={tmp_path / 'empty_tfds'}",
+        env=env,
+        timeout=600,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode != 0
+    assert "Unable to open file" not in done.stderr
+    assert "`tfds build c4/en" in done.stderr or "`tfds build laion400m/images" in done.stderr, done.stderr[-3000:]

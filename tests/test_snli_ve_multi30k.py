@@ -293,7 +293,7 @@ def test_tiny_snli_ve_gin_trains_text_only_and_scores_with_images(model_dir, emb
     accuracy. The environment is given explicitly: the session's SIMVLM_DATA_DIR holds the vocabulary."""
     from tests.helpers import run_module
 
-    write_snli_ve(str(tmp_path / "raw"))
+    written = write_snli_ve(str(tmp_path / "raw"))
     run_dir = str(tmp_path / "run")
     done = run_module(
         "simvlm_jax.train",
@@ -319,4 +319,12 @@ def test_tiny_snli_ve_gin_trains_text_only_and_scores_with_images(model_dir, emb
     assert "snli_ve-metrics.jsonl" in listing, (listing, done.stdout[-3000:])
     with open(os.path.join(run_dir, "inference_eval", "snli_ve-metrics.jsonl")) as f:
         scores = json.loads(f.read().splitlines()[-1])
-    assert 0.0 <= scores["accuracy"] <= 100.0, scores
+    # The score is the accuracy of the logged predictions against the release records' gold labels (by
+    # pairID), computed here independently of the task's metric.
+    labels = {r["pairID"]: r["gold_label"] for r in written}
+    with open(os.path.join(run_dir, "inference_eval", f"snli_ve-{scores['step']:06d}.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    dev = [r["pairID"] for r in written if r["Flickr30K_ID"] in {i for i, _, _ in SNLI_VE_IMAGES["dev"]}]
+    assert sorted(r["input"]["example_id"] for r in rows) == sorted(dev)
+    right = [r["prediction"].strip() == labels[r["input"]["example_id"]] for r in rows]
+    assert scores["accuracy"] == pytest.approx(100 * sum(right) / len(right), abs=1e-4), (scores, rows)

@@ -146,3 +146,31 @@ def test_the_optimizer_state_round_trips_through_t5x_form():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="has no '1/0/mu/dense/"):
         checkpoints.optimizer_state_from_dict(optimizer.init(params), {"1": {"0": {"count": 1}}})
+
+
+def _dataset_config(cls, name, module="simvlm_jax.tasks", split="train"):
+    return cls(name, {"inputs": 8, "targets": 8, "image": 64}, split, 8, False, 0, module=module)
+
+
+def test_under_t5x_a_dataset_config_checks_its_task_and_data_when_built(tmp_path, embedded_data_dir):
+    """What `t5x_compat.utils.DatasetConfig` is under `t5x.train` (T5X's class with our checks), built here on
+    our own DatasetConfig: the trainer-independent one-line errors appear when gin builds the config."""
+    import seqio
+
+    from simvlm_jax.t5x_compat.utils import checked_dataset_config
+    from simvlm_jax.training import run_config
+    from simvlm_jax.training.config_checks import ConfigError
+
+    checked = checked_dataset_config(run_config.DatasetConfig)
+    good = _dataset_config(checked, "embedded_prefixlm_mix")
+    assert isinstance(good, run_config.DatasetConfig) and good.batch_size == 8
+    with pytest.raises(ConfigError, match=r"No SeqIO task or mixture named 'embedded_prefixlm_mixx'.*Did you mean"):
+        _dataset_config(checked, "embedded_prefixlm_mixx")
+    with pytest.raises(ConfigError, match=r"MIXTURE_OR_TASK_MODULE='no_such_tasks' cannot be imported"):
+        _dataset_config(checked, "my_task", module="no_such_tasks")
+    seqio.set_tfds_data_dir_override(str(tmp_path))  # an empty TFDS data dir: C4 is not prepared there
+    try:
+        with pytest.raises(ConfigError, match=r"Task 'c4_en_prefixlm' reads the TFDS dataset .*`tfds build c4/en"):
+            _dataset_config(checked, "simvlm_pretrain_laion_c4")
+    finally:
+        seqio.set_tfds_data_dir_override(None)

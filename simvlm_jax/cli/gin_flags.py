@@ -21,6 +21,7 @@ import jax
 from absl import app, logging
 from gin import config_parser
 
+import simvlm_jax
 from simvlm_jax.training.config_checks import ConfigError
 
 _REQUIRED_MARK = "%gin.REQUIRED"
@@ -165,15 +166,8 @@ def _parameters_of(selector: str) -> list[str]:
         return []
 
 
-def _package_gin_dir() -> str:
-    """`simvlm_jax/gin` in an installed wheel, else the checkout's top-level `gin/` (simvlm_jax/__init__.py)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    installed = os.path.join(package, "gin")
-    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "gin")
-
-
-PACKAGE_GIN_DIR = _package_gin_dir()
-GIN_ROOT = os.path.dirname(PACKAGE_GIN_DIR)  # `include 'gin/models/tiny.gin'` resolves under it
+GIN_ROOT = simvlm_jax.GIN_ROOT  # `include 'gin/models/tiny.gin'` resolves under it
+PACKAGE_GIN_DIR = os.path.join(GIN_ROOT, "gin")
 
 
 def define_flags(multi_process: bool = False) -> None:

@@ -31,27 +31,36 @@ class Restored:
 
 
 def restore_for_inference(
-    checkpoint_path: str, mixture_or_task_name, task_feature_lengths: Optional[Mapping[str, int]], module: Optional[str]
+    checkpoint_path: str,
+    mixture_or_task_name,
+    task_feature_lengths: Optional[Mapping[str, int]],
+    module: Optional[str],
+    split: str,
 ) -> Restored:
     """Imports the task module (and the training run's, from its config.gin), rebuilds the model of
     `checkpoint_path`'s model dir, checks it against the tasks (feature lengths default to the training
-    run's), then loads the parameters. Raises ConfigError (or FileNotFoundError) before any parameter is
+    run's) and checks that every task can read `split` (its raw files found and well formed, its TFDS data
+    prepared), then loads the parameters. Raises ConfigError (or FileNotFoundError) before any parameter is
     read when something does not fit."""
     from simvlm_jax.data import loader
     from simvlm_jax.training import checkpoints, config_checks
 
-    checkpoint_dir = checkpoints.resolve_checkpoint_path(checkpoint_path)
-    model_dir = checkpoints.model_dir_of(checkpoint_dir)
-    loader.import_task_module(module)
-    recorded = recorded_task_module(model_dir)
-    if recorded and recorded != module:  # the run's own tasks, found without naming their module again
-        try:
-            loader.import_task_module(recorded)
-        except ModuleNotFoundError as error:  # only needed when the task lives there: checked just below
-            logging.warning("The training run's task module could not be imported: %s", error)
-    model, trained_lengths = load_model(model_dir)
-    lengths = dict(task_feature_lengths or trained_lengths)
-    config_checks.check_inference_config(model, lengths, mixture_or_task_name)
+    try:
+        checkpoint_dir = checkpoints.resolve_checkpoint_path(checkpoint_path)
+        model_dir = checkpoints.model_dir_of(checkpoint_dir)
+        loader.import_task_module(module)
+        recorded = recorded_task_module(model_dir)
+        if recorded and recorded != module:  # the run's own tasks, found without naming their module again
+            try:
+                loader.import_task_module(recorded)
+            except ModuleNotFoundError as error:  # only needed when the task lives there: checked just below
+                logging.warning("The training run's task module could not be imported: %s", error)
+        model, trained_lengths = load_model(model_dir)
+        lengths = dict(task_feature_lengths or trained_lengths)
+        config_checks.check_inference_config(model, lengths, mixture_or_task_name)
+        config_checks.check_data_prepared(mixture_or_task_name, split)
+    except (FileNotFoundError, ModuleNotFoundError) as error:  # a path or module named by the user
+        raise config_checks.ConfigError(str(error)) from None
     step = int(os.path.basename(os.path.normpath(checkpoint_dir)).split("_")[-1])
     return Restored(model, checkpoints.load_params(checkpoint_dir), lengths, step)
 
