@@ -5,7 +5,8 @@ r"""List a checkpoint's parameters, or compare two checkpoints parameter by para
 
 PATH may also be a model directory (its newest checkpoint is used). The listing gives the step and each
 parameter's shape and dtype; `--compare` prints the largest absolute difference per parameter and ends
-with one line `max_abs_diff: <value>` over all parameters (`inf` where shapes or names differ).
+with one line `max_abs_diff: <value>` over all parameters (`inf` where shapes or names differ, or where either
+side holds a NaN or an infinity). Both checkpoints are verified against their checksums first.
 """
 
 from __future__ import annotations
@@ -27,11 +28,7 @@ def load_checkpoint(path: str) -> tuple[int, dict[str, np.ndarray]]:
 
     from simvlm_jax.training import checkpoints
 
-    directory = checkpoints.resolve_checkpoint_path(path)
-    state_dir = os.path.join(os.path.abspath(directory), "state")
-    if not os.path.isdir(state_dir):
-        raise FileNotFoundError(f"{directory} has no state/ folder: not a simvlm-jax (T5X-layout) checkpoint.")
-    tree = checkpoints.read_state_as_numpy(state_dir)
+    _, tree = checkpoints.read_verified_state(path)  # checksums first: a corrupt checkpoint is refused
     params = flax.traverse_util.flatten_dict(tree["target"], sep="/")
     step = int(np.asarray(tree["state"]["step"]))
     return step, {name: np.asarray(value) for name, value in params.items()}
@@ -49,6 +46,11 @@ def describe(path: str) -> list[str]:
     return lines
 
 
+def _non_finite(value: np.ndarray) -> int:
+    """The number of NaN and infinite values of a floating-point array (0 for integers)."""
+    return int(np.size(value) - np.count_nonzero(np.isfinite(value))) if np.issubdtype(value.dtype, np.inexact) else 0
+
+
 def compare(path: str, other: str) -> tuple[list[str], float]:
     step_a, a = load_checkpoint(path)
     step_b, b = load_checkpoint(other)
@@ -60,6 +62,10 @@ def compare(path: str, other: str) -> tuple[list[str], float]:
             overall = float("inf")
         elif a[name].shape != b[name].shape:
             lines.append(f"{name:80s} shapes differ: {a[name].shape} vs {b[name].shape}")
+            overall = float("inf")
+        elif _non_finite(a[name]) or _non_finite(b[name]):  # NaN or Inf: a difference, whatever the other holds
+            counts = f"{_non_finite(a[name])} in the first, {_non_finite(b[name])} in the second"
+            lines.append(f"{name:80s} non-finite values (NaN/Inf): {counts}")
             overall = float("inf")
         else:
             diff = (

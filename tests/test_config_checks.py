@@ -134,6 +134,31 @@ def test_checkpoint_with_another_vocabulary_is_refused_before_restoring(gin_entr
     assert "use the checkpoint's VOCABULARY" in message
 
 
+def test_a_resume_with_fewer_layers_names_the_extra_parameters_and_the_recorded_field(
+    gin_entry_points, model_dir, tmp_path
+):
+    """A checkpoint holding a decoder layer the model lacks is refused (restoring it would drop the layer
+    silently), naming the parameters and the field that differs from the run's model_config.json."""
+    message = _config_error(
+        tmp_path,
+        f"utils.RestoreCheckpointConfig.path = '{model_dir}/checkpoint_1'",
+        "network.SimVLMConfig.num_decoder_layers = 1",
+    )
+    assert "0 missing and" in message and "decoder/layers_1/" in message and "not in the model" in message, message
+    assert "network.num_decoder_layers: 2 recorded, 1 now" in message, message
+    assert len(message.splitlines()) <= 2, message
+
+
+def test_a_resume_with_another_width_is_not_blamed_on_the_vocabulary(gin_entry_points, model_dir, tmp_path):
+    message = _config_error(
+        tmp_path,
+        f"utils.RestoreCheckpointConfig.path = '{model_dir}/checkpoint_1'",
+        "network.SimVLMConfig.emb_dim = 64",
+    )
+    assert "vocabulary" not in message.split(" Use ")[0].lower(), message
+    assert "network.emb_dim:" in message and "64 now" in message, message
+
+
 def test_a_missing_checkpoint_to_restore_is_named_before_any_data(gin_entry_points, embedded_data_dir, tmp_path):
     message = _config_error(
         tmp_path,

@@ -61,8 +61,13 @@ def restore_for_inference(
         config_checks.check_data_prepared(mixture_or_task_name, split)
     except (FileNotFoundError, ModuleNotFoundError) as error:  # a path or module named by the user
         raise config_checks.ConfigError(str(error)) from None
+    # A model dir's newest checkpoint deleted since (a training run's keep-N): the newest one left is read.
+    read_from = (
+        checkpoint_path if checkpoint_dir != checkpoint_path and os.path.isdir(checkpoint_path) else checkpoint_dir
+    )
+    checkpoint_dir, params = checkpoints.load_verified_params(read_from)
     step = int(os.path.basename(os.path.normpath(checkpoint_dir)).split("_")[-1])
-    return Restored(model, checkpoints.load_params(checkpoint_dir), lengths, step)
+    return Restored(model, params, lengths, step)
 
 
 _TASK_MODULE_LINE = re.compile(r"^MIXTURE_OR_TASK_MODULE\s*=\s*['\"]([\w.]+)['\"]\s*$", re.MULTILINE)

@@ -98,6 +98,24 @@ def write(model_dir: str, model, task_feature_lengths: Mapping[str, int]) -> Opt
     return path
 
 
+def differences(model_dir: str, model) -> list[str]:
+    """How `model` differs from the one recorded in `<model_dir>/model_config.json`, field by field
+    ("network.num_decoder_layers: 2 recorded, 1 now"); empty when they agree or nothing is recorded."""
+    path = os.path.join(model_dir, FILE_NAME)
+    now = to_record(model, {})
+    if not os.path.isfile(path) or now is None:
+        return []
+    with open(path) as f:
+        recorded = json.load(f)
+    found = []
+    for part in ("network", "vocabulary"):
+        old, new = recorded.get(part, {}), now[part]
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                found.append(f"{part}.{name}: {old.get(name)!r} recorded, {new.get(name)!r} now")
+    return found
+
+
 def read(model_dir: str) -> Optional[tuple[Any, dict[str, int]]]:
     """(model, task feature lengths) from `<model_dir>/model_config.json`, None when there is none."""
     path = os.path.join(model_dir, FILE_NAME)

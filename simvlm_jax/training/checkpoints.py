@@ -288,16 +288,44 @@ def read_state_as_numpy(state_dir: str) -> Any:
     return checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
 
+def read_verified_state(checkpoint: str, attempts: int = 3) -> tuple[str, Any]:
+    """(checkpoint dir, its whole state as numpy) for a checkpoint_<step> dir, or a model dir's newest
+    checkpoint, once its checksums verify: every reader outside training (eval, infer, caption,
+    inspect_checkpoint) reads through here, so a flipped byte is refused (CorruptCheckpointError naming the
+    file) instead of loading NaNs. A model dir's newest checkpoint deleted while it is read (a training run's
+    keep-N) is retried with the newest one left, `attempts` times in all."""
+    for attempt in range(attempts):
+        directory = resolve_checkpoint_path(checkpoint)
+        try:
+            checkpoint_integrity.verify(directory)
+            state_dir = os.path.join(os.path.abspath(directory), "state")
+            if not os.path.isdir(state_dir):
+                raise FileNotFoundError(f"{directory} has no state/ folder: not a simvlm-jax (T5X-layout) checkpoint.")
+            return directory, read_state_as_numpy(state_dir)
+        except Exception:
+            if os.path.isdir(directory) or directory == checkpoint or attempt == attempts - 1:
+                if not os.path.isdir(directory):
+                    raise FileNotFoundError(
+                        f"{directory} was deleted while it was read (a training run keeping only its newest "
+                        "checkpoints?): read again, or name a checkpoint that is kept."
+                    ) from None
+                raise
+            logging.warning("%s was deleted while it was read; reading the newest checkpoint left.", directory)
+    raise AssertionError("unreachable")
+
+
 def load_params(checkpoint: str) -> Any:
-    """The parameters (`target`) of a checkpoint_<step> dir, or of a model dir's newest checkpoint."""
+    """The parameters (`target`) of a checkpoint_<step> dir, or of a model dir's newest checkpoint, verified
+    against its checksums (`read_verified_state`)."""
+    return load_verified_params(checkpoint)[1]
+
+
+def load_verified_params(checkpoint: str) -> tuple[str, Any]:
+    """(checkpoint dir, parameters) as `load_params`, naming the checkpoint that was read."""
     import jax
     import jax.numpy as jnp
 
-    directory = resolve_checkpoint_path(checkpoint)
-    state_dir = os.path.join(os.path.abspath(directory), "state")
-    if not os.path.isdir(state_dir):
-        raise FileNotFoundError(f"{directory} has no state/ folder: not a simvlm-jax (T5X-layout) checkpoint.")
-    tree = read_state_as_numpy(state_dir)
+    directory, tree = read_verified_state(checkpoint)
     if not isinstance(tree, Mapping) or "target" not in tree:
-        raise ValueError(f"{state_dir} holds no 'target' (parameters) entry.")
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), tree["target"])
+        raise ValueError(f"{directory}/state holds no 'target' (parameters) entry.")
+    return directory, jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), tree["target"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -162,18 +162,22 @@ def check_task_vocabulary(task_vocabulary, model_vocabulary, task_name: str, emb
         )
 
 
-def check_checkpoint_shapes(path: str, expected: Mapping[str, Any]) -> None:
-    """The parameters stored at checkpoint `path` have the model's shapes (read from metadata only).
+def check_checkpoint_shapes(path: str, expected: Mapping[str, Any], recorded_differences: Sequence[str] = ()) -> None:
+    """The parameters stored at checkpoint `path` are exactly the model's: the same names, the same shapes
+    (read from metadata only). A checkpoint with parameters the model lacks (e.g. a decoder layer more) is
+    refused too: restoring it would drop them silently.
 
-    `expected` maps '/'-joined parameter names to shapes. A mismatch in the embedding table is reported
-    as a vocabulary mismatch, since that is its usual cause.
+    `expected` maps '/'-joined parameter names to shapes. A different number of rows in the embedding table
+    is reported as a vocabulary mismatch, since that is its usual cause. `recorded_differences`: how this
+    model differs from the one recorded in the checkpoint's model dir (`model_config.differences`), named in
+    the message.
     """
     stored = checkpoint_param_shapes(path)
     if stored is None:
         return
     embedding = [name for name in expected if name.endswith("shared_embedding/embedding")]  # [vocab, embed]
     for name in embedding:
-        if name in stored and tuple(stored[name]) != tuple(expected[name]):
+        if name in stored and stored[name][0] != expected[name][0]:
             raise ConfigError(
                 f"The checkpoint {path} was trained with a vocabulary of {stored[name][0]} ids "
                 f"({name} {tuple(stored[name])}), but this model has {expected[name][0]} "
@@ -186,11 +190,23 @@ def check_checkpoint_shapes(path: str, expected: Mapping[str, Any]) -> None:
         if n in stored and tuple(stored[n]) != tuple(expected[n])
     ]
     missing = sorted(set(expected) - set(stored))
-    if wrong or missing:
-        details = "; ".join(wrong[:5] + [f"{n}: not in the checkpoint" for n in missing[:5]])
+    extra = sorted(set(stored) - set(expected))
+    if wrong or missing or extra:
+        details = "; ".join(
+            wrong[:3]
+            + [f"{n}: not in the checkpoint" for n in missing[:3]]
+            + [f"{n}: not in the model" for n in extra[:3]]
+        )
+        recorded = (
+            f" The run was recorded with another configuration: {', '.join(recorded_differences)}."
+            if recorded_differences
+            else ""
+        )
         raise ConfigError(
             f"The checkpoint {path} does not fit this model ({len(wrong)} shape mismatch(es), {len(missing)} "
-            f"missing parameter(s): {details}): use the network settings of its config.gin, or a new MODEL_DIR."
+            f"missing and {len(extra)} extra parameter(s): {details}).{recorded} Use the network settings the run "
+            "was trained with (its config.gin), a new MODEL_DIR, or a partial restore "
+            "(utils.RestoreCheckpointConfig.assignment_map, docs/t5x.md)."
         )
 
 

@@ -109,7 +109,6 @@ def train(
     with contextlib.ExitStack() as held:
         if jax.process_index() == 0:
             held.enter_context(ModelDirLock(model_dir))  # a second run on MODEL_DIR is refused here
-            model_config.write(model_dir, model, train_dataset_cfg.task_feature_lengths)
             _move_aside(corrupt, restore_path)
         # Every pipeline built below (training, train-eval, infer-eval) takes the bad-record policy.
         held.enter_context(
@@ -132,6 +131,8 @@ def train(
             layout, manager, restore_path, restore_dataset, train_iter, seed, restore_mapping
         )
         start_step = int(jax.device_get(state.step))
+        if jax.process_index() == 0:  # the model's record, once it is known to be this model (after the restore)
+            model_config.write(model_dir, model, train_dataset_cfg.task_feature_lengths)
         if relative_steps:
             total_steps = start_step + relative_steps
 

@@ -15,6 +15,7 @@ from absl import logging
 
 from simvlm_jax.data import bad_records, loader
 from simvlm_jax.data.feature_converter import model_input_specs
+from simvlm_jax.model import model_config
 from simvlm_jax.training import checkpoint_integrity, checkpoints, config_checks, memory_estimate
 from simvlm_jax.training.config_checks import ConfigError
 from simvlm_jax.training.trainer import TrainStateLayout
@@ -54,7 +55,11 @@ def preflight(
         shapes, types = model_input_specs(dataset_cfg.task_feature_lengths, dataset_cfg.batch_size)
         layout = TrainStateLayout(model, partitioner, shapes, types)
         if restore.path is not None and restore.mapping is None:  # a mapping checks each array it reads
-            config_checks.check_checkpoint_shapes(restore.path, _flat_shapes(layout.shapes.params))
+            config_checks.check_checkpoint_shapes(
+                restore.path,
+                _flat_shapes(layout.shapes.params),
+                model_config.differences(checkpoints.model_dir_of(restore.path), model),
+            )
     except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as error:
         if isinstance(error, ConfigError):
             raise
