@@ -135,6 +135,8 @@ def read_image(path: str) -> np.ndarray:
     """The image at `path` as uint8 [H, W, 3]; raises ImageReadError with a readable reason."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from simvlm_jax.data import bad_records
+
     if not os.path.exists(path):
         raise ImageReadError("not found: no such file")
     if os.path.isdir(path):
@@ -144,6 +146,11 @@ def read_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image_format = image.format or "image"
+            width, height = image.size  # from the header: a decompression bomb is refused before decoding
+            if width * height > bad_records.DEFAULT_MAX_PIXELS:
+                raise ImageReadError(
+                    f"too large: {width}x{height} > {bad_records.DEFAULT_MAX_PIXELS} pixels (training's limit too)"
+                )
             try:
                 image.load()
             except (OSError, SyntaxError, ValueError, EOFError) as e:

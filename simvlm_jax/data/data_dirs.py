@@ -8,7 +8,9 @@ downstream datasets converted from their release files, `tasks/`) goes there, th
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 
 import tensorflow_datasets as tfds
 
@@ -33,12 +35,18 @@ def tfds_data_dir(data_dir: str | None = None) -> str:
 def prepare_builder(builder_cls, data_dir: str | None = None, **builder_kwargs) -> str:
     """Generates one of the package's TFDS datasets unless present; returns its folder. Several processes
     starting at once (the hosts of one run, parallel runs) take turns: the first generates, the others
-    wait for it and then find the dataset prepared."""
+    wait for it and then find the dataset prepared. What an interrupted generation left is removed first."""
     import portalocker
 
     root = tfds_data_dir(data_dir)
     os.makedirs(root, exist_ok=True)
     with portalocker.Lock(os.path.join(root, f".{builder_cls.name}.prepare.lock"), timeout=3600):
+        # TFDS generates into <name>/incomplete.*; one left there was cut short (a kill): the lock says
+        # nobody is generating now, so it goes.
+        for leftover in glob.glob(os.path.join(root, builder_cls.name, "*", "incomplete.*")) + glob.glob(
+            os.path.join(root, builder_cls.name, "incomplete.*")
+        ):
+            shutil.rmtree(leftover, ignore_errors=True)
         builder = builder_cls(data_dir=root, **builder_kwargs)
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return os.fspath(builder.data_dir)

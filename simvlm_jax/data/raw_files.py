@@ -54,8 +54,15 @@ def read_json(path: str) -> Any:
 def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:
     """(line number, record) for every non-empty line of a JSON-lines file; MalformedFileError naming the
     line that is not a JSON object."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise MalformedFileError(
+                    f"{path}:{number}: not UTF-8 (byte {raw[error.start]:#04x} at column {error.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
