@@ -79,3 +79,37 @@ def test_stop_policy_exits_with_a_clear_error_and_keeps_the_last_good_checkpoint
     stopped_at = int(re.search(r"up to step (\d+)", done.stderr).group(1))
     latest = checkpoints.latest_step(model_dir)
     assert latest is None or latest < stopped_at  # nothing saved at or after the fault
+
+
+def test_monitor_stops_a_diverging_loss_or_parameter_norm():
+    monitor = numerics.NumericsMonitor(divergence_factor=10.0, reference_loss=7.6, initial_param_norm=50.0)
+    for step, loss in enumerate((7.5, 6.0, 5.0, 40.0), start=1):  # a spike of 8x the median: a warning only
+        monitor.observe(step, {"loss": loss, "param_norm": 60.0})
+    with pytest.raises(numerics.DivergenceError, match=r"step 5: the loss 70 is more than 10 x the median .* 6\b"):
+        monitor.observe(5, {"loss": 70.0, "param_norm": 60.0})
+    first = numerics.NumericsMonitor(divergence_factor=10.0, reference_loss=7.6, initial_param_norm=50.0)
+    with pytest.raises(numerics.DivergenceError, match=r"step 1: the loss 2\.2e\+13 is more than 10 x a uniform"):
+        first.observe(1, {"loss": 2.2e13})
+    norms = numerics.NumericsMonitor(divergence_factor=10.0, reference_loss=7.6, initial_param_norm=50.0)
+    with pytest.raises(numerics.DivergenceError, match=r"step 2: the parameter norm 8e\+05 is more than 10 x"):
+        norms.observe(2, {"loss": 7.0, "param_norm": 8e5})
+    off = numerics.NumericsMonitor(divergence_factor=None, reference_loss=7.6, initial_param_norm=50.0)
+    off.observe(1, {"loss": 2.2e13, "param_norm": 8e5})  # the check is off
+    with pytest.raises(ValueError, match="divergence_factor must be above 1"):
+        numerics.NumericsMonitor(divergence_factor=0.5)
+
+
+def test_a_diverging_run_stops_without_saving_a_ruined_checkpoint(embedded_data_dir, tmp_path):
+    """The reproduction: PEAK_LEARNING_RATE=1e4 used to skip steps, reach a loss of 2e13, print `Finished`
+    and save parameters up to 8.5e5. Now it stops with one line, and every saved checkpoint is sane."""
+    model_dir = str(tmp_path / "diverged")
+    args = ["--gin_file=gin/tiny_cpu.gin", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=1000", "--gin.TRAIN_STEPS=8"]
+    args += ["--gin.CHECKPOINT_PERIOD=2", "--gin.train.stats_period=1", "--gin.PEAK_LEARNING_RATE=1e4"]
+    args += ["--gin.train.train_eval_dataset_cfg=None", "--gin.train.infer_eval_dataset_cfg=None"]
+    with pytest.raises(numerics.DivergenceError, match="Training diverged at step"):
+        train_in_process(*args, f"--gin.MODEL_DIR={model_dir}")
+    for step in checkpoints.all_steps(model_dir):
+        _, params = __import__("simvlm_jax.inspect_checkpoint", fromlist=["x"]).load_checkpoint(
+            checkpoints.checkpoint_dir(model_dir, step)
+        )
+        assert max(float(np.max(np.abs(v))) for v in params.values()) < 100.0, step

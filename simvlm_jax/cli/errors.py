@@ -4,10 +4,10 @@ running job's known failures as one paragraph (exit status 1), printed last.
 A mistake is a `ConfigError` from the checks, or any ValueError/TypeError/ImportError/OSError that gin
 raised while it built the entry point's arguments (a configurable other than the entry function itself
 failed). A known failure (`RUN_FAILURES`: a failed save, a bad record under policy 'fail', a source with no
-good record, a non-finite step under policy 'stop', a stuck input pipeline) is printed without its traceback;
-any other error keeps it. Either way the process then ends at once (`exit_now`): after a failure, Orbax's
-writer threads or tf.data's Python workers may never finish, and a normal interpreter exit would wait on
-them forever. `-v 1` (or higher) shows the tracebacks too.
+good record, a non-finite step under policy 'stop', a diverged run, a stuck input pipeline) is printed
+without its traceback; any other error keeps it. Either way the process then ends at once (`exit_now`):
+after a failure, Orbax's writer threads or tf.data's Python workers may never finish, and a normal
+interpreter exit would wait on them forever. `-v 1` (or higher) shows the tracebacks too.
 """
 
 from __future__ import annotations
@@ -22,10 +22,17 @@ from simvlm_jax.data.bad_records import BadRecordError
 from simvlm_jax.training.checkpoint_integrity import CorruptCheckpointError
 from simvlm_jax.training.checkpoints import CheckpointSaveError
 from simvlm_jax.training.config_checks import ConfigError
-from simvlm_jax.training.numerics import NonFiniteError
+from simvlm_jax.training.numerics import DivergenceError, NonFiniteError
 from simvlm_jax.training.prefetch import InputStalled
 
-RUN_FAILURES = (CheckpointSaveError, CorruptCheckpointError, BadRecordError, NonFiniteError, InputStalled)
+RUN_FAILURES = (
+    CheckpointSaveError,
+    CorruptCheckpointError,
+    BadRecordError,
+    NonFiniteError,
+    DivergenceError,
+    InputStalled,
+)
 
 _GIN_CALL = re.compile(r"In call to configurable '([^']+)' \(")
 _GIN_LOCATION = re.compile(r"^In (file \"[^\"]*\", line \d+|bindings string line \d+)$")

@@ -10,10 +10,12 @@ the compiled step built.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import Any, Callable, Optional
 
 import jax
+import optax
 import seqio
 from absl import logging
 
@@ -60,6 +62,7 @@ def train(
     corrupt_checkpoint_policy: str = "fallback",
     allow_vocabulary_size_mismatch: bool = False,
     loss_spike_factor: float = 3.0,
+    divergence_factor: Optional[float] = 10.0,
     **unused_t5x_kwargs: Any,
 ) -> tuple[int, TrainState]:
     """Trains `model` to `total_steps` (or `relative_steps` past the restored step); returns (step, state).
@@ -71,7 +74,9 @@ def train(
     non-finite loss or update, `bad_record_policy` 'skip' | 'fail' for corrupt input records,
     `max_bad_records_in_a_row` (a task that yields no good record among that many stops the run instead of
     spinning), `corrupt_checkpoint_policy` 'fallback' | 'fail' for a newest checkpoint that fails
-    verification (moved aside and the previous one used, or the run refused), and `loss_spike_factor` (a
+    verification (moved aside and the previous one used, or the run refused), `divergence_factor` (a loss
+    or parameter norm that many times its reference stops the run: training/numerics.py; None: off), and
+    `loss_spike_factor` (a
     warning when an interval's loss exceeds that multiple of its running mean). MODEL_DIR is locked for the
     run (a second run on it is refused). `allow_vocabulary_size_mismatch` lets a full-size preset train with
     a vocabulary smaller than its embedding table (refused by default).
@@ -81,7 +86,7 @@ def train(
     if not use_orbax:
         raise ConfigError("Only Orbax checkpoints are supported: remove train.use_orbax = False.")
     _check_unused_kwargs(unused_t5x_kwargs)
-    monitor = NumericsMonitor(nan_policy, loss_spike_factor)
+    monitor = NumericsMonitor(nan_policy, loss_spike_factor, divergence_factor=divergence_factor)
     save_cfg, restore_cfg = checkpoint_cfg.save, checkpoint_cfg.restore
     preflight_lib.check_counts(
         total_steps=total_steps,
@@ -131,6 +136,9 @@ def train(
             layout, manager, restore_path, restore_dataset, train_iter, seed, restore_mapping
         )
         start_step = int(jax.device_get(state.step))
+        # The divergence check's references: a uniform guess's loss, and the norm the run starts from.
+        monitor.reference_loss = math.log(model.module.config.vocab_size)
+        monitor.initial_param_norm = float(jax.device_get(optax.global_norm(state.params)))
         if jax.process_index() == 0:  # the model's record, once it is known to be this model (after the restore)
             model_config.write(model_dir, model, train_dataset_cfg.task_feature_lengths)
         if relative_steps:
