@@ -159,6 +159,12 @@ def test_a_resume_with_another_width_is_not_blamed_on_the_vocabulary(gin_entry_p
     assert "network.emb_dim:" in message and "64 now" in message, message
 
 
+def test_an_unquoted_path_with_a_space_names_the_macro_and_the_quoting(gin_entry_points, tmp_path):
+    message = _config_error(tmp_path, "MODEL_DIR = /tmp/my run")
+    assert message.startswith("Cannot parse the binding of MODEL_DIR ('/tmp/my run'"), message
+    assert "--gin.MODEL_DIR=\"'/tmp/my run'\"" in message, message
+
+
 def test_a_missing_checkpoint_to_restore_is_named_before_any_data(gin_entry_points, embedded_data_dir, tmp_path):
     message = _config_error(
         tmp_path,
@@ -219,6 +225,13 @@ def test_model_dir_without_room_for_a_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(config_checks.ConfigError, match=r"has 1.0 MiB free but one checkpoint needs about 15.0 MiB"):
         config_checks.check_model_dir(str(tmp_path / "run"), needed_bytes=10 << 20)
     config_checks.check_model_dir(str(tmp_path / "run"), needed_bytes=100 << 10)  # fits
+
+
+def test_preflight_wants_room_for_the_kept_checkpoints_and_one_more(gin_entry_points, tmp_path, monkeypatch):
+    """CHECKPOINTS_TO_KEEP=2 keeps two checkpoints while a third is written: room for three is asked."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10 << 20, used=9 << 20, free=1 << 20))
+    message = _config_error(tmp_path, "CHECKPOINTS_TO_KEEP = 2")
+    assert "has 1.0 MiB free but 3 more checkpoint(s) (CHECKPOINTS_TO_KEEP=2, plus the one being written)" in message
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -351,3 +351,47 @@ def test_a_renaming_map_to_a_missing_key_is_refused_naming_it(two_checkpoints, t
             "--gin.utils.RestoreCheckpointConfig.assignment_map="
             "((r'target/shared_embedding/(.*)', r'target/nowhere/\\1'),)",
         )
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 MiB tmpfs of our own (a real file system that fills up), unmounted afterwards."""
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a tmpfs cannot be mounted here ({mounted.stderr.decode().strip()}); the test needs root")
+    yield str(mount_point)
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_real_disk_full_mid_run_is_one_line_on_stderr(embedded_data_dir, small_disk):
+    """The disk fills up between two saves: Orbax's writer threads fail with ENOSPC. stderr holds the
+    command's one-line error (and the start-up warning), not Orbax's per-thread tracebacks."""
+    model_dir = os.path.join(small_disk, "run")
+    run = [*QUIET_RUN, "--gin.TRAIN_STEPS=400", "--gin.CHECKPOINT_PERIOD=50", f"--gin.MODEL_DIR={model_dir}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simvlm_jax.train", *run],
+        cwd=tempfile.gettempdir(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not os.path.isdir(os.path.join(model_dir, "checkpoint_50")) and time.monotonic() < deadline:
+        assert process.poll() is None
+        time.sleep(0.2)
+    free = shutil.disk_usage(small_disk).free
+    with open(os.path.join(small_disk, "filler"), "wb") as f:  # leave 1 MiB: the next save cannot fit
+        f.truncate(0)
+        chunk = b"\0" * (1 << 20)
+        for _ in range(free // (1 << 20) - 1):
+            f.write(chunk)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert re.match(r"Error \(CheckpointSaveError\): Saving checkpoint_\d+ in .* failed .*No space left", lines[-1])
+    assert "checkpoint_50 is intact" in lines[-1]
+    assert len(lines) <= 3 and "Traceback" not in stderr, stderr[-3000:]

@@ -65,3 +65,26 @@ def test_tensorflow_start_up_lines_are_kept_off_stderr_unless_verbose():
     assert quiet.stdout.strip() == loud.stdout.strip() == "ok"
     assert quiet.stderr == ""
     assert loud.stderr != ""  # what the quiet import hid (TensorFlow 2.21 logs from C++ at import)
+
+
+def test_quiet_mode_drops_orbax_error_records_gin_path_probes_and_closed_loop_callbacks():
+    """What a failed save and gin's include search would print, besides the command's one line."""
+    import logging
+    import types
+
+    keep = startup._DropKnownNoise()
+
+    def record(level, pathname, message):
+        return logging.LogRecord("absl", level, pathname, 1, message, None, None)
+
+    assert not keep.filter(record(logging.ERROR, "/site-packages/orbax/checkpoint/future.py", "raised: ENOSPC"))
+    assert not keep.filter(record(logging.ERROR, "/site-packages/gin/resource_reader.py", "Path not found: gin/x"))
+    assert keep.filter(record(logging.ERROR, "/work/simvlm_jax/training/loop.py", "a real error"))
+    assert keep.filter(record(logging.INFO, "/site-packages/orbax/checkpoint/x.py", "Saved"))
+    seen = []
+    hook = startup._quiet_closed_event_loops(seen.append)
+    closed = types.SimpleNamespace(exc_type=RuntimeError, exc_value=RuntimeError("Event loop is closed"))
+    other = types.SimpleNamespace(exc_type=RuntimeError, exc_value=RuntimeError("something else"))
+    hook(closed)
+    hook(other)
+    assert seen == [other]

@@ -127,6 +127,20 @@ def check_command_line_macros(gin_bindings: Sequence[str]) -> None:
         raise ConfigError(f"Gin macro {name} is set (by '{binding}') but no configuration uses it.{hint}")
 
 
+def check_binding_syntax(binding: str) -> None:
+    """A command-line binding gin cannot parse (most often a string with a space, unquoted: `--gin.MODEL_DIR=
+    /runs/my run`) is a ConfigError naming the binding and the quoting rule, not gin's bare "Unable to parse"."""
+    try:
+        list(config_parser.ConfigParser(binding, _Markers()))
+    except SyntaxError as error:
+        name = binding.split("=", 1)[0].strip()
+        value = binding.split("=", 1)[1].strip() if "=" in binding else ""
+        raise ConfigError(
+            f"Cannot parse the binding of {name} ({value!r}: {error.msg}). A string value needs gin's quotes "
+            f"inside the shell's: --gin.{name}=\"'{value}'\"."
+        ) from None
+
+
 def explain_gin_error(error: Exception) -> str:
     """gin's message plus a suggestion for a misspelled configurable or parameter name."""
     message = str(error)
@@ -232,6 +246,8 @@ def parse_gin_flags(
     if not gin_files:
         raise ConfigError("No --gin_file given: e.g. --gin_file=gin/tiny_cpu.gin")
     gin_files = [resolve_gin_file(f, gin_search_paths) for f in gin_files]
+    for binding in gin_bindings:
+        check_binding_syntax(binding)
     try:
         gin.parse_config_files_and_bindings(gin_files, gin_bindings, skip_unknown=skip_unknown, finalize_config=False)
     except (ValueError, KeyError, ImportError, SyntaxError, OSError) as error:  # KeyError: an ambiguous selector

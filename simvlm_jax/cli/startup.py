@@ -93,15 +93,34 @@ def load_tensorflow(quiet: bool = True) -> None:
 KNOWN_NOISE = (
     "Given sequence lengths are longer than necessary",  # seqio.Evaluator: we pad to the trained lengths on purpose
     "AutoGraph could not transform",  # tf.data: image decoding runs as plain Python on purpose (bad_records)
+    # gin, looking for `include 'gin/models/tiny.gin'` under each search path in turn (the package's own gin
+    # folder is searched last): a file that is found nowhere is an error gin raises, reported in one line.
+    "Path not found: ",
 )
 
 
 class _DropKnownNoise:
-    """A logging filter that drops records starting with one of KNOWN_NOISE."""
+    """A logging filter that drops records starting with one of KNOWN_NOISE, and Orbax's error records: a
+    failed save reaches the command as CheckpointSaveError, reported in one line (cli/errors.py), while
+    Orbax's writer threads log the same failure, with its traceback, once per thread (hundreds of lines)."""
 
     def filter(self, record) -> bool:
         message = record.getMessage() if hasattr(record, "getMessage") else str(record)
+        if record.levelno >= 40 and f"{os.sep}orbax{os.sep}" in (record.pathname or ""):
+            return False
         return not any(message.startswith(text) for text in KNOWN_NOISE)
+
+
+def _quiet_closed_event_loops(previous_hook):
+    """sys.unraisablehook minus "Event loop is closed": after a failed save, TensorStore's threads still call
+    back into the asyncio loops Orbax has closed, and each call prints that traceback."""
+
+    def hook(unraisable):
+        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        previous_hook(unraisable)
+
+    return hook
 
 
 # Python warnings of the same kind: Orbax, restoring parameters as plain arrays for inference (on purpose).
@@ -114,7 +133,8 @@ def drop_known_library_noise() -> None:
     import logging
     import warnings
 
-    for name in ("absl", "tensorflow"):
+    for name in ("", "absl", "tensorflow"):
         logging.getLogger(name).addFilter(_DropKnownNoise())
+    sys.unraisablehook = _quiet_closed_event_loops(sys.unraisablehook)
     for text in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=text)

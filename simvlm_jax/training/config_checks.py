@@ -32,8 +32,9 @@ class ConfigError(ValueError):
     """A configuration that cannot work; the message names the problem and the fix."""
 
 
-def check_model_dir(model_dir: str, needed_bytes: int = 0) -> None:
-    """MODEL_DIR is a writable directory, or one that can be made, with at least `needed_bytes` free.
+def check_model_dir(model_dir: str, needed_bytes: int = 0, what: str = "one checkpoint needs") -> None:
+    """MODEL_DIR is a writable directory, or one that can be made, with at least `needed_bytes` free
+    (`what` says what they are for, in the message).
 
     Nothing is created: a missing MODEL_DIR is judged by its nearest existing parent."""
     fix = "choose another directory with --gin.MODEL_DIR=..."
@@ -56,7 +57,7 @@ def check_model_dir(model_dir: str, needed_bytes: int = 0) -> None:
         wanted = int(needed_bytes * DISK_HEADROOM)
         if free < wanted:
             raise ConfigError(
-                f"MODEL_DIR {model_dir!r} has {_mib(free)} free but one checkpoint needs about "
+                f"MODEL_DIR {model_dir!r} has {_mib(free)} free but {what} about "
                 f"{_mib(wanted)}; free disk space, {fix}, or lower CHECKPOINTS_TO_KEEP."
             )
 

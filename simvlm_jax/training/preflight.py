@@ -65,7 +65,14 @@ def preflight(
             raise
         raise ConfigError(str(error)) from error
     if save_cfg is not None:
-        config_checks.check_model_dir(model_dir, needed_bytes=config_checks.state_bytes(layout.shapes))
+        # Room for the checkpoints kept plus the one being written, less those already there.
+        kept = save_cfg.keep or 1
+        more = max(1, kept + 1 - len(checkpoints.all_steps(model_dir)))
+        config_checks.check_model_dir(
+            model_dir,
+            needed_bytes=more * config_checks.state_bytes(layout.shapes),
+            what=f"{more} more checkpoint(s) (CHECKPOINTS_TO_KEEP={save_cfg.keep}, plus the one being written) need",
+        )
     if check_memory:
         _check_memory(model, dataset_cfg, partitioner, layout, layout_info.num_shards)
     return layout, restore
