@@ -18,7 +18,7 @@ import pytest
 import seqio
 
 from simvlm_jax import metrics
-from simvlm_jax.data import embedded, raw_files
+from simvlm_jax.data import data_dirs, embedded, raw_files
 from simvlm_jax.tasks import coco_captions, nocaps
 from tests.helpers import finetune_tiny_in_process
 
@@ -155,7 +155,7 @@ def test_coco_splits_one_example_per_training_caption_and_per_evaluation_image(t
     counts = {s: task.num_input_examples(s) for s in ("train", "validation", "test")}
     assert counts == {"train": 4, "validation": 2, "test": 2}  # train + restval captions; val / test images
 
-    builder = tfds.builder("coco_karpathy", data_dir=embedded.tfds_data_dir())
+    builder = tfds.builder("coco_karpathy", data_dir=data_dirs.tfds_data_dir())
     (record,) = [r for r in tfds.as_numpy(builder.as_dataset(split="validation")) if int(r["image_id"]) == 42]
     assert record["image_file"].decode() == "val2014/COCO_val2014_000000000042.jpg"
     assert [c.decode() for c in record["captions"]] == COCO_IMAGES[2][3] and record["caption"].decode() == COCO_IMAGES[
@@ -296,11 +296,11 @@ def test_missing_images_are_named(raw, tmp_path):
     image = os.path.join(raw["coco"], "val2014", "COCO_val2014_000000000073.jpg")
     os.remove(image)
     with pytest.raises(FileNotFoundError, match=rf"{image}: the image of record 3 \(cocoid 73\)"):
-        embedded.prepare_builder(coco_captions.CocoKarpathy, data_dir=str(tmp_path / "data"))
+        data_dirs.prepare_builder(coco_captions.CocoKarpathy, data_dir=str(tmp_path / "data"))
     image = os.path.join(raw["nocaps"], "validation", "0045b3b7f3a5d6e1.jpg")
     os.remove(image)
     with pytest.raises(FileNotFoundError, match=rf"{image}: the image of record 3 \(id 3\)"):
-        embedded.prepare_builder(nocaps.Nocaps, data_dir=str(tmp_path / "data"))
+        data_dirs.prepare_builder(nocaps.Nocaps, data_dir=str(tmp_path / "data"))
 
 
 def test_missing_release_files_give_the_require_message(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import sentencepiece as spm
 import seqio
 import tensorflow_datasets as tfds
 
-from simvlm_jax.data import embedded, scenes, text_corpus, vocabulary
+from simvlm_jax.data import data_dirs, embedded, scenes, text_corpus, vocabulary
 
 SMALL_SIZES = {"train": 120, "validation": 16, "heldout": 16}
 VOCAB_SIZE = 2000
@@ -262,11 +262,11 @@ def test_embedded_vocabulary_is_prepared_on_first_use(tmp_path):
 
 
 def test_default_data_dir_follows_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(embedded.DATA_DIR_ENV, str(tmp_path))
-    assert embedded.default_data_dir() == str(tmp_path)
+    monkeypatch.setenv(data_dirs.DATA_DIR_ENV, str(tmp_path))
+    assert data_dirs.default_data_dir() == str(tmp_path)
     assert embedded.vocabulary_path() == str(tmp_path / "vocab" / "simvlm_embedded.model")
-    monkeypatch.delenv(embedded.DATA_DIR_ENV)
-    assert embedded.default_data_dir().endswith(os.path.join(".cache", "simvlm_jax"))
+    monkeypatch.delenv(data_dirs.DATA_DIR_ENV)
+    assert data_dirs.default_data_dir().endswith(os.path.join(".cache", "simvlm_jax"))
 
 
 def test_vocabulary_command_line(tmp_path, capsys):

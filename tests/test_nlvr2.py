@@ -21,7 +21,7 @@ import pytest
 import seqio
 
 from simvlm_jax import metrics
-from simvlm_jax.data import bad_records, embedded, raw_files
+from simvlm_jax.data import bad_records, data_dirs, embedded, raw_files
 from simvlm_jax.tasks import nlvr2
 from tests.helpers import GIN_DIR, entry_point_gin, postprocessed_targets
 
@@ -351,7 +351,7 @@ def test_missing_image_is_named_with_its_path(tmp_path, monkeypatch):
     with pytest.raises(
         FileNotFoundError, match=r"dev\.json:2: the right image .*nlvr2/dev/dev-850-1-img1\.png is missing"
     ):
-        embedded.prepare_builder(nlvr2.Nlvr2, data_dir=str(tmp_path / "data"))
+        data_dirs.prepare_builder(nlvr2.Nlvr2, data_dir=str(tmp_path / "data"))
 
 
 def test_missing_release_files_give_the_require_message(tmp_path, monkeypatch):

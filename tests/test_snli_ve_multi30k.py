@@ -18,7 +18,7 @@ import PIL.Image
 import pytest
 import seqio
 
-from simvlm_jax.data import embedded, raw_files
+from simvlm_jax.data import data_dirs, embedded, raw_files
 from simvlm_jax.tasks import multi30k, snli_ve
 from tests.helpers import GIN_DIR, postprocessed_targets
 
@@ -188,7 +188,7 @@ def test_multi30k_translates_english_with_the_image_into_german(tasks):
 def test_builders_store_the_release_images_byte_for_byte(tasks):
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder("multi30k", data_dir=embedded.tfds_data_dir())
+    builder = tfds.builder("multi30k", data_dir=data_dirs.tfds_data_dir())
     (example,) = tfds.as_numpy(builder.as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()}))
     with open(os.path.join(raw_files.raw_data_dir("multi30k"), "flickr30k_images", "1007129816.jpg"), "rb") as f:
         assert example["image"] == f.read()
@@ -260,7 +260,7 @@ def test_missing_image_is_named(tmp_path, monkeypatch, builder_cls, dataset, ima
     write_multi30k(str(tmp_path / "raw"))
     os.remove(os.path.join(str(tmp_path / "raw"), dataset, "flickr30k_images", image))
     with pytest.raises(FileNotFoundError, match=rf"image .*{dataset}/flickr30k_images/{image} is missing"):
-        embedded.prepare_builder(builder_cls, data_dir=str(tmp_path / "data"))
+        data_dirs.prepare_builder(builder_cls, data_dir=str(tmp_path / "data"))
 
 
 def test_missing_release_files_give_the_require_message(tmp_path, monkeypatch):
