@@ -149,6 +149,27 @@ def test_a_resume_with_fewer_layers_names_the_extra_parameters_and_the_recorded_
     assert len(message.splitlines()) <= 2, message
 
 
+def test_a_refused_resume_leaves_the_model_dirs_record_as_it_was(gin_entry_points, model_dir, tmp_path):
+    """The reproduction: resuming a run with a decoder layer fewer used to rewrite model_config.json before
+    the restore failed, and `caption` then rebuilt the wrong model from it."""
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run)
+    before = {name: (run / name).read_bytes() for name in ("model_config.json", "config.gin")}
+    with pytest.raises(config_checks.ConfigError, match="extra parameter"):
+        train_entry.configure_and_train(
+            TINY,
+            [
+                f"MODEL_DIR = '{run}'",
+                "BATCH_SIZE = 8",
+                "TRAIN_STEPS = 3",
+                "network.SimVLMConfig.num_decoder_layers = 1",
+            ],
+            finalize_config=False,
+        )
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert sorted(os.listdir(run)) == sorted(os.listdir(model_dir))  # nothing added, nothing moved
+
+
 def test_a_resume_with_another_width_is_not_blamed_on_the_vocabulary(gin_entry_points, model_dir, tmp_path):
     message = _config_error(
         tmp_path,
