@@ -63,6 +63,8 @@ setup(
         "portalocker==4.4.2",
         "regex==2026.11.19",
         "tabulate==0.10.0",
+        # The evaluation report page (simvlm_jax/report).
+        "jinja2==3.1.6",
         "colorama==0.4.6",
         "lxml==6.1.3",
         # easy-VQA (the embedded benchmark's VQA task): the package ships the data itself.

@@ -5,6 +5,7 @@ r"""Caption your own images (or answer a question about them) with a trained Sim
     python -m simvlm_jax.caption --checkpoint=/tmp/simvlm_tiny/checkpoint_1200 --prompt="a picture of" a.jpg
     python -m simvlm_jax.caption --checkpoint=/tmp/simvlm_tiny --question="what colour is the circle?" a.png
     python -m simvlm_jax.caption --checkpoint=/tmp/simvlm_tiny --beam_size=4 --max_decode_length=20 a.jpg
+    python -m simvlm_jax.caption --checkpoint=/tmp/simvlm_tiny --attention=where_it_looked/ photos/
 
 --checkpoint is a model directory written by `python -m simvlm_jax.train` (its newest checkpoint is
 used) or one of its checkpoint_<step> folders; the model is rebuilt from the directory's config.gin.
@@ -17,6 +18,9 @@ Output (stdout): one JSON object per image, one per line, in the order given:
     {"image": "photo.jpg", "text": "..."}
     {"image": "notes.txt", "error": "not an image: ..."}
 An unreadable file gets an "error" line and the other images are still captioned. Logs go to stderr.
+With --attention=DIR, each captioned image is also written to DIR with the decoder's cross-attention over
+its patches (averaged over layers, heads and the written tokens) drawn on it as a heat map, and its line
+names that file: {"image": "photo.jpg", "text": "...", "attention": "DIR/0000_photo.attention.png"}.
 Exit status: 0 when at least one image was captioned, 1 when none was, 2 for bad flags.
 
 Images are read with PIL in any size and mode: grayscale, RGBA / LA and palette images with
@@ -254,7 +258,20 @@ class Captioner:
             }
             tokens = np.asarray(self._predict(self.params, {k: self._jnp.asarray(v) for k, v in batch.items()}))
             texts.extend(self.detokenize(row) for row in tokens[:real])
+            self.last_tokens = tokens[:real] if start == 0 else np.concatenate([self.last_tokens, tokens[:real]])
         return texts
+
+    def attention(self, images: Sequence[np.ndarray], prefix: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """float32 [N, h, w]: the decoder's cross-attention over each image's patches while it wrote `tokens`
+        (model/attention_maps.py)."""
+        from simvlm_jax.model.attention_maps import cross_attention_maps
+
+        features = {
+            "encoder_image": np.stack(images).astype(np.float32),
+            "encoder_image_mask": np.ones((len(images),), np.float32),
+            "encoder_input_tokens": np.tile(prefix[None], (len(images), 1)),
+        }
+        return cross_attention_maps(self.model, self.params, features, tokens)[:, 0]
 
     def detokenize(self, row: np.ndarray) -> str:
         from simvlm_jax.model.inference import decode_tokens
@@ -285,6 +302,12 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--beam_size", type=int, default=1, help="beam search width; 1 = greedy (default)")
     parser.add_argument("--batch_size", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument(
+        "--attention",
+        metavar="DIR",
+        default=None,
+        help="also write each image with the decoder's cross-attention over it as a heat map into DIR",
+    )
     args = parser.parse_args(argv)
     if args.beam_size < 1:
         parser.error("--beam_size must be at least 1")
@@ -299,6 +322,23 @@ def _emit(record: dict, out=None) -> None:
     out = out or sys.stdout
     out.write(json.dumps(record, ensure_ascii=False) + "\n")
     out.flush()
+
+
+def _write_attention(folder: str, captioner: Captioner, pending, prefix, records, inputs) -> None:
+    """`<folder>/<n>_<image name>.attention.png`: each image with the decoder's attention drawn over it,
+    named in its output line as "attention"."""
+    from PIL import Image
+
+    from simvlm_jax import report
+    from simvlm_jax.model.attention_maps import overlay
+
+    os.makedirs(folder, exist_ok=True)
+    maps = captioner.attention([image for _, image in pending], prefix, captioner.last_tokens)
+    for (index, image), heat in zip(pending, maps):
+        stem = os.path.splitext(os.path.basename(inputs[index][0]))[0]
+        path = os.path.join(folder, f"{index:04d}_{stem}.attention.png")
+        Image.fromarray(overlay(report.denormalize(image), heat)).save(path)
+        records[index]["attention"] = path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -369,6 +409,8 @@ def _run(args: argparse.Namespace, emit) -> int:
             for (index, _), text in zip(pending, texts):
                 records[index] = {"image": inputs[index][0], "text": text}
                 succeeded += 1
+            if args.attention:
+                _write_attention(args.attention, captioner, pending, prefix, records, inputs)
         progress.advance(len(pending))
         pending.clear()
 

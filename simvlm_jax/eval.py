@@ -11,6 +11,7 @@ model gin. Metrics go to EVAL_OUTPUT_DIR as JSONL (`<task>-metrics.jsonl`, predi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Mapping, Optional
@@ -22,7 +23,9 @@ if __name__ == "__main__":
 
 import seqio  # noqa: E402
 
+from simvlm_jax import report  # noqa: E402
 from simvlm_jax.cli import model_dir as restore  # noqa: E402
+from simvlm_jax.model import attention_maps  # noqa: E402
 from simvlm_jax.model.inference import ModelRunner  # noqa: E402
 from simvlm_jax.training.evaluators import EVALUATION_LOGGERS, decoding_progress  # noqa: E402
 
@@ -56,14 +59,27 @@ def evaluate(
         log_dir=output_dir,
     )
     runner = ModelRunner(model, params, batch_size, decoder_params, on_dataset=decoding_progress("eval"))
-    all_metrics, _ = evaluator.evaluate(
-        compute_metrics=True, step=step, predict_fn=runner.predict_fn, score_fn=runner.score_fn
-    )
+    recorder = report.PredictionRecorder(runner.predict_fn)
+    all_metrics, _ = evaluator.evaluate(compute_metrics=True, step=step, predict_fn=recorder, score_fn=runner.score_fn)
     results = {task: {k: float(v) for k, v in metrics.items()} for task, metrics in all_metrics.result().items()}
+    page = report.write(
+        os.path.join(output_dir, report.FILE_NAME),
+        f"eval of {checkpoint_path} (step {step}), split {split}",
+        report.evaluator_sections(evaluator, recorder, results, _attention_fn(model, params)),
+    )
     evaluator.close()
     for task, metrics in results.items():
         print(json.dumps({"task": task, "step": step, **metrics}), flush=True)
+    print(f"report: {page}", flush=True)
     return results
+
+
+def _attention_fn(model, params):
+    """The report's attention maps (model/attention_maps.py), or None for a model they do not cover."""
+    config = model.module.config
+    if config.scan_layers or config.decoder_only:
+        return None
+    return functools.partial(attention_maps.cross_attention_maps, model, params)
 
 
 if __name__ == "__main__":

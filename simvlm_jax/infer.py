@@ -12,6 +12,7 @@ ETA is printed every 10 s while decoding.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Mapping, Optional
@@ -23,8 +24,10 @@ if __name__ == "__main__":
 
 import seqio  # noqa: E402
 
+from simvlm_jax import report  # noqa: E402
 from simvlm_jax.cli import model_dir as restore  # noqa: E402
 from simvlm_jax.data import loader  # noqa: E402
+from simvlm_jax.model import attention_maps  # noqa: E402
 from simvlm_jax.model.inference import ModelRunner, decode_tokens  # noqa: E402
 from simvlm_jax.training.logs import CountProgress  # noqa: E402
 
@@ -47,7 +50,7 @@ def infer(
     os.makedirs(output_dir, exist_ok=True)
     runner = ModelRunner(model, params, batch_size, decoder_params)
     vocabulary = model.output_vocabulary
-    written = []
+    written, sections = [], []
     for task_name in loader.task_names(mixture_or_task_name, split):
         task = seqio.get_mixture_or_task(task_name)
         examples = task.get_dataset(lengths, split=split, shuffle=False, num_epochs=1, try_in_mem_cache=False)
@@ -58,12 +61,50 @@ def infer(
         features = model.FEATURE_CONVERTER_CLS(pack=False)(examples, lengths)
         predictions = dict(runner.predict_fn(features.enumerate()))
         path = os.path.join(output_dir, f"{task_name}-{split}.jsonl")
+        records, kept = [], []
         with open(path, "w") as f:
             for index, example in enumerate(examples.as_numpy_iterator()):
-                f.write(json.dumps(_record(index, example, predictions[index], vocabulary)) + "\n")
+                records.append(_record(index, example, predictions[index], vocabulary))
+                f.write(json.dumps(records[-1]) + "\n")
+                kept.append(example)
         print(f"{task_name}: {len(predictions)} predictions -> {path}", flush=True)
         written.append(path)
+        section = _report_section(task, kept, records)
+        if not (model.module.config.scan_layers or model.module.config.decoder_only):
+            report.add_attention(
+                [row for row in sorted(section.rows, key=lambda r: r.index)],
+                kept,
+                list(features.take(report.ATTENTION_EXAMPLES).as_numpy_iterator()),
+                [predictions[i] for i in range(len(kept))],
+                functools.partial(attention_maps.cross_attention_maps, model, params),
+            )
+        sections.append(section)
+    page = report.write(
+        os.path.join(output_dir, report.FILE_NAME), f"infer with {checkpoint_path}, split {split}", sections
+    )
+    print(f"report: {page}", flush=True)
     return written
+
+
+def _report_section(task, examples: list, records: list[dict]) -> report.Section:
+    """The report's section of one task: each prediction scored against the task's post-processed target
+    (the annotators' answers for VQA, every reference for captions) where the split has targets."""
+    vocabulary = task.output_features["inputs"].vocabulary
+    targets = [
+        task.postprocess_fn(
+            example["targets_pretokenized"].decode("utf-8", errors="replace")
+            if "targets_pretokenized" in example
+            else record["target"],
+            example=example,
+            is_target=True,
+        )
+        for example, record in zip(examples, records)
+    ]
+    predictions = [record["prediction"] for record in records]
+    score_name, rows = report.task_rows(
+        task, examples, targets, predictions, lambda ids: decode_tokens(vocabulary, ids)
+    )
+    return report.Section(task.name, {}, rows, score_name)
 
 
 def _expected_count(task, split: str, num_examples: Optional[int]) -> Optional[int]:

@@ -22,11 +22,12 @@ ALLOWED = {
     "metrics": set(),
     "model": {"network", "data"},
     "tasks": {"data", "metrics"},
-    "training": {"network", "data", "model", "metrics"},
+    "training": {"network", "data", "model", "metrics", "report"},
     "cli": {"network", "data", "model", "metrics", "training"},
     "t5x_compat": {"data", "training", "cli"},
     "gin": set(),
     "launch": set(),  # launchers build command lines only
+    "report": {"data", "metrics", "model"},
 }
 ENTRY = "entry points"
 GIN_ALLOWED = {"cli", "t5x_compat", ENTRY}

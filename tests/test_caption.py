@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.helpers import run_module
 
@@ -66,7 +67,7 @@ def test_captions_every_image_kind_and_reports_bad_files(model_dir, images):
     assert "not found" in by_path[missing]["error"]
 
 
-def test_question_beam_search_and_checkpoint_folder(model_dir, images):
+def test_question_beam_search_checkpoint_folder_and_attention(model_dir, images, tmp_path):
     good, (_, _, missing) = images
     ckpt = os.path.join(model_dir, "checkpoint_1")
     records = _records(
@@ -76,11 +77,16 @@ def test_question_beam_search_and_checkpoint_folder(model_dir, images):
             "--question=what is in the picture?",
             "--beam_size=2",
             "--max_decode_length=6",
+            f"--attention={tmp_path / 'looked'}",
             good[1],
             good[2],
         )
     )
     assert [r["image"] for r in records] == good[1:3] and all(isinstance(r["text"], str) for r in records)
+    for index, record in enumerate(records):  # each image with its heat map, at the model's image size
+        name = os.path.splitext(os.path.basename(record["image"]))[0]
+        assert record["attention"] == str(tmp_path / "looked" / f"{index:04d}_{name}.attention.png")
+        assert Image.open(record["attention"]).size == (64, 64)
 
     proc = run_module("simvlm_jax.caption", f"--checkpoint={model_dir}", "--max_decode_length=4", missing)
     assert proc.returncode == 1 and "not found" in json.loads(proc.stdout)["error"]

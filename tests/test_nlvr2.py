@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 
 import numpy as np
 import PIL.Image
@@ -491,3 +492,11 @@ def test_tiny_nlvr2_gin_fine_tunes_a_one_image_checkpoint_and_scores_the_dev_spl
     assert scores["accuracy"] == pytest.approx(100 * sum(right.values()) / len(right), abs=1e-4), (scores, rows)
     expected_consistency = 100 * sum(all(oks) for oks in sentences.values()) / len(sentences)
     assert scores["consistency"] == pytest.approx(expected_consistency, abs=1e-4), (scores, rows)
+    # The report shows both images of every pair, and where the decoder looked in each.
+    page = open(os.path.join(run_dir, "inference_eval", "report.html")).read()
+    assert page.count("<tr data-index=") == len(rows)
+    assert page.count('<img class="thumb" src="data:') == 2 * len(rows)
+    assert page.count('<img class="thumb attention" src="data:') == 2 * min(16, len(rows))
+    assert sorted(re.findall(r'data-score="([^"]*)"', page)) == sorted(
+        "100.0" if ok else "0.0" for ok in right.values()
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 
 import numpy as np
 import PIL.Image
@@ -328,3 +329,6 @@ def test_tiny_snli_ve_gin_trains_text_only_and_scores_with_images(model_dir, emb
     assert sorted(r["input"]["example_id"] for r in rows) == sorted(dev)
     right = [r["prediction"].strip() == labels[r["input"]["example_id"]] for r in rows]
     assert scores["accuracy"] == pytest.approx(100 * sum(right) / len(right), abs=1e-4), (scores, rows)
+    page = open(os.path.join(run_dir, "inference_eval", "report.html")).read()  # right/wrong per example
+    assert sorted(re.findall(r'data-score="([^"]*)"', page)) == sorted("100.0" if ok else "0.0" for ok in right)
+    assert "hypothesis: " in page and ">correct</th>" in page

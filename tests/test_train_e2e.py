@@ -42,6 +42,11 @@ def test_train_then_resume_from_the_command_line(embedded_data_dir, tmp_path):
         assert f"infer_eval {task} @ 2: " in first.stdout
     with open(os.path.join(model_dir, "curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # The decoding evaluation's report: every decoded example of both tasks, and the run's last line names it.
+    page_path = os.path.join(model_dir, "inference_eval", "report.html")
+    page = open(page_path).read()
+    assert all(f'<h2 id="{task}">' in page for task in ("embedded_scenes_captioning", "embedded_heldout_captioning"))
+    assert first.stdout.strip().splitlines()[-1].startswith(f"  report:       {page_path}")
 
     second = run_module(
         "simvlm_jax.train",

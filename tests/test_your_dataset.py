@@ -136,6 +136,10 @@ def test_the_guide_fine_tunes_evaluates_and_predicts_from_outside_the_repository
         answers = {r["id"]: r["answers"] for r in map(json.loads, f)}
     expected = 100 * np.mean([_official_vqa_accuracy(r["prediction"], answers[r["id"]]) for r in records])
     assert line["vqa_accuracy"] == pytest.approx(expected, abs=1e-4), (line, records)
+    # eval's report.html: a row per question with its image, VQA accuracy, and the answer-type breakdown.
+    page = open(os.path.join(project, "runs/my_vqa/eval/report.html")).read()
+    assert page.count("<tr data-index=") == 8 and page.count('<img class="thumb" src="data:') == 8
+    assert ">mean VQA accuracy</th>" in page and "<td>other</td>" in page
 
 
 def _official_vqa_accuracy(prediction: str, answers: list[str]) -> float:

@@ -217,6 +217,8 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             logits = logits + mask_to_bias(mask, jnp.float32)
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        # Kept only when the caller asks (`mutable=["intermediates"]`): the evaluation report's attention maps.
+        self.sow("intermediates", "attention_weights", probs)  # [batch, heads, q_len, k_len]
         probs = dropout(probs, self.dropout_rate, enable_dropout)
         return jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, q_len, heads, kv]
 

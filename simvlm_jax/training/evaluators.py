@@ -19,7 +19,9 @@ import seqio
 import tensorflow as tf
 from absl import logging
 
+from simvlm_jax import report
 from simvlm_jax.data import loader
+from simvlm_jax.model import attention_maps
 from simvlm_jax.model import loss_metrics as metrics_lib
 from simvlm_jax.model.inference import EvaluationInterrupted, ModelRunner, decode_tokens
 from simvlm_jax.training.logs import CountProgress
@@ -117,7 +119,8 @@ class InferenceEvaluator:
     """Decodes a task's or mixture's split and scores it with the tasks' metric_fns (seqio.Evaluator).
 
     Metrics are written as JSONL and TensorBoard summaries under `output_dir` (T5X: model_dir/inference_eval)
-    and printed one line per task.
+    and printed one line per task; `output_dir/report.html` shows every decoded example of the newest
+    evaluation with its image, references, prediction and score (simvlm_jax/report).
     """
 
     def __init__(self, dataset_cfg, model, output_dir: str, decoder_params=None):
@@ -136,6 +139,8 @@ class InferenceEvaluator:
         self._runner = ModelRunner(
             model, None, dataset_cfg.batch_size, decoder_params, on_dataset=decoding_progress("infer_eval")
         )
+        self._model = model
+        self.report_path = os.path.join(output_dir, report.FILE_NAME)
 
     def evaluate(
         self, params, step: int, interrupted: Callable[[], bool] = lambda: False
@@ -143,10 +148,17 @@ class InferenceEvaluator:
         """Decodes and scores the split; `interrupted()` is asked before each batch (True: EvaluationInterrupted)."""
         self._runner.params = params
         self._runner.interrupted = interrupted
+        recorder = report.PredictionRecorder(self._runner.predict_fn)
         all_metrics, _ = self._evaluator.evaluate(
-            compute_metrics=True, step=step, predict_fn=self._runner.predict_fn, score_fn=self._runner.score_fn
+            compute_metrics=True, step=step, predict_fn=recorder, score_fn=self._runner.score_fn
         )
         results = {task: {k: float(v) for k, v in metrics.items()} for task, metrics in all_metrics.result().items()}
+        if jax.process_index() == 0:
+            config = self._model.module.config
+            local = jax.process_count() == 1 and not (config.scan_layers or config.decoder_only)
+            attention = functools.partial(attention_maps.cross_attention_maps, self._model, params) if local else None
+            sections = report.evaluator_sections(self._evaluator, recorder, results, attention)
+            report.write(self.report_path, f"infer_eval @ step {step}", sections)
         for task, metrics in results.items() if jax.process_index() == 0 else ():
             line = f"infer_eval {task} @ {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items()))
             print(line, flush=True)

@@ -409,6 +409,9 @@ def _print_locations(model_dir: str, step: int) -> None:
         f"  config:       {os.path.join(model_dir, 'config.gin')}, {os.path.join(model_dir, 'model-info.txt')}",
         flush=True,
     )
+    page = os.path.join(model_dir, "inference_eval", "report.html")
+    if os.path.exists(page):  # the newest decoding evaluation, example by example (simvlm_jax/report)
+        print(f"  report:       {page}   (open it in a browser: images, captions, scores)", flush=True)
 
 
 def _restore_or_initialize(
