@@ -85,3 +85,20 @@ def test_the_card_command_parses_simvlm_large_and_names_the_missing_data(tmp_pat
     assert done.returncode != 0
     assert "Unable to open file" not in done.stderr
     assert "`tfds build c4/en" in done.stderr or "`tfds build laion400m/images" in done.stderr, done.stderr[-3000:]
+
+
+def test_the_smoke_command_of_docs_t5x_md_word_for_word(embedded_data_dir, tmp_path):
+    """docs/t5x.md's CPU smoke command, as printed there (only its MODEL_DIR moved to a temporary folder),
+    run by bash from the repository root."""
+    import subprocess
+    import sys
+
+    with open(os.path.join(REPO_ROOT, "docs", "t5x.md")) as f:
+        blocks = re.findall(r"```bash\n(.*?)\n```", f.read(), re.S)
+    (smoke,) = [b for b in blocks if "t5x.train" in b and "gin/tiny_cpu.gin" in b]
+    command = smoke.replace("/tmp/t5x_tiny", str(tmp_path / "t5x_tiny"))
+    env = {k: v for k, v in os.environ.items() if k not in ("SIMVLM_IGNORE_T5X", "SIMVLM_USE_T5X")}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    done = subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert checkpoints.latest_step(str(tmp_path / "t5x_tiny")) == 2
