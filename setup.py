@@ -71,8 +71,8 @@ setup(
         "easy-vqa==1.0",
     ],
     extras_require={
-        # pytest-xdist: the suite runs on 2 workers (addopts below); its subprocess tests wait on process
-        # start-up much of the time, so 2 workers on 2 cores finish in about 7 minutes instead of about 10.
+        # pytest-xdist: the suite runs on 2 workers (pyproject.toml's addopts), one per core of the
+        # developers' machines (README: the measured time).
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "execnet==2.1.2", "ruff==0.17.6"],
         # The benchmark suite's peer part (benchmarks/peer.py): HuggingFace T5 in PyTorch, CPU build
         # (torch 2.13.0 is the CPU wheel on this project's machines; a newer one from PyPI is a CUDA build).
