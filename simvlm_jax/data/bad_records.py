@@ -197,6 +197,7 @@ class BadStreak:
         self.policy, self.check, self.task = policy, check, task
         self._lock = threading.Lock()
         self._reasons: collections.Counter = collections.Counter()
+        self._stop_message: str | None = None
 
     def good(self) -> None:
         if self._reasons:
@@ -207,14 +208,19 @@ class BadStreak:
         with self._lock:
             self._reasons[reason] += 1
             count = sum(self._reasons.values())
-            reasons = ", ".join(f"{r} {n}" for r, n in sorted(self._reasons.items()))
-        if count >= self.policy.max_bad_in_a_row:
-            where = f"task {self.task!r}" if self.task else "a task of this pipeline"
-            raise BadRecordError(
-                f"{where} gave {count} bad records in a row at {self.check} ({reasons}) and no good one: its "
-                "source holds no usable record. Fix the data or its preprocessors, or remove the task from the "
-                "mixture (train.max_bad_records_in_a_row sets the bound)."
-            )
+            if count >= self.policy.max_bad_in_a_row and self._stop_message is None:
+                # The first crossing of the bound writes the message; records checked at the same time in
+                # other threads of a parallel map repeat it, so the error names the bound whichever surfaces.
+                reasons = ", ".join(f"{r} {n}" for r, n in sorted(self._reasons.items()))
+                where = f"task {self.task!r}" if self.task else "a task of this pipeline"
+                self._stop_message = (
+                    f"{where} gave {count} bad records in a row at {self.check} ({reasons}) and no good one: its "
+                    "source holds no usable record. Fix the data or its preprocessors, or remove the task from "
+                    "the mixture (train.max_bad_records_in_a_row sets the bound)."
+                )
+            message = self._stop_message
+        if message is not None:
+            raise BadRecordError(message)
 
 
 def _check_text(policy: RecordPolicy, streak: BadStreak, text: bytes) -> np.bool_:
