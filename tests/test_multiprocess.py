@@ -105,11 +105,11 @@ def test_two_processes_train_as_one_process_with_eight_devices(tmp_path, embedde
     reference, trained = _params(f"{one}/checkpoint_3"), _params(f"{two}/checkpoint_3")
     assert reference.keys() == trained.keys()
     # SGD at 0.5 moves parameters by ~1e-2 in these 3 steps, and a layout error (a lost or doubled gradient
-    # reduction) by as much. The two layouts sum the 8 devices' gradients in different orders: rounding
-    # differences of ~1e-7 under load, and up to 3.2e-6 (the stem's norm3 bias) on an idle 2-core machine,
-    # measured at this test's own commit 33101dd as well as after it; 1e-5 is 1,000 x below a real error.
+    # reduction) by as much. The two layouts sum the 8 devices' gradients in different orders, and the stem's
+    # GroupNorm amplifies the rounding: ~1e-7 under load, 3.2e-6 and 1.5e-5 (stem norm3 biases) in two idle
+    # runs, at this test's own commit 33101dd as well as after it. 1e-4 stays 100 x below a real error.
     for name, value in reference.items():
-        np.testing.assert_allclose(trained[name], value, atol=1e-5, err_msg="/".join(name))
+        np.testing.assert_allclose(trained[name], value, atol=1e-4, err_msg="/".join(name))
     assert _losses(single_output)[0] - _losses(single_output)[-1] > 1.0  # the 3 steps did train
     # Each process saved its own data iterator; the state was written cooperatively (one checkpoint).
     dataset_files = sorted(os.listdir(f"{two}/checkpoint_3/dataset"))
