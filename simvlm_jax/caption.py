@@ -242,7 +242,7 @@ class Captioner:
 
     def caption(self, images: Sequence[np.ndarray], prefix: np.ndarray) -> list[str]:
         """Texts for preprocessed images (each [S, S, 3]), `batch_size` at a time (last batch padded)."""
-        texts = []
+        texts, rows = [], []
         for start in range(0, len(images), self.batch_size):
             chunk = list(images[start : start + self.batch_size])
             real = len(chunk)
@@ -258,7 +258,8 @@ class Captioner:
             }
             tokens = np.asarray(self._predict(self.params, {k: self._jnp.asarray(v) for k, v in batch.items()}))
             texts.extend(self.detokenize(row) for row in tokens[:real])
-            self.last_tokens = tokens[:real] if start == 0 else np.concatenate([self.last_tokens, tokens[:real]])
+            rows.append(tokens[:real])
+        self.last_tokens = np.concatenate(rows)  # [len(images), L]: what `attention` redraws
         return texts
 
     def attention(self, images: Sequence[np.ndarray], prefix: np.ndarray, tokens: np.ndarray) -> np.ndarray:

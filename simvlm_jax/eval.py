@@ -11,7 +11,6 @@ model gin. Metrics go to EVAL_OUTPUT_DIR as JSONL (`<task>-metrics.jsonl`, predi
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any, Mapping, Optional
@@ -65,21 +64,13 @@ def evaluate(
     page = report.write(
         os.path.join(output_dir, report.FILE_NAME),
         f"eval of {checkpoint_path} (step {step}), split {split}",
-        report.evaluator_sections(evaluator, recorder, results, _attention_fn(model, params)),
+        report.evaluator_sections(evaluator, recorder, results, attention_maps.maps_fn(model, params)),
     )
     evaluator.close()
     for task, metrics in results.items():
         print(json.dumps({"task": task, "step": step, **metrics}), flush=True)
     print(f"report: {page}", flush=True)
     return results
-
-
-def _attention_fn(model, params):
-    """The report's attention maps (model/attention_maps.py), or None for a model they do not cover."""
-    config = model.module.config
-    if config.scan_layers or config.decoder_only:
-        return None
-    return functools.partial(attention_maps.cross_attention_maps, model, params)
 
 
 if __name__ == "__main__":

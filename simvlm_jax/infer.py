@@ -12,7 +12,6 @@ ETA is printed every 10 s while decoding.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any, Mapping, Optional
@@ -70,14 +69,11 @@ def infer(
         print(f"{task_name}: {len(predictions)} predictions -> {path}", flush=True)
         written.append(path)
         section = _report_section(task, kept, records)
-        if not (model.module.config.scan_layers or model.module.config.decoder_only):
-            report.add_attention(
-                [row for row in sorted(section.rows, key=lambda r: r.index)],
-                kept,
-                list(features.take(report.ATTENTION_EXAMPLES).as_numpy_iterator()),
-                [predictions[i] for i in range(len(kept))],
-                functools.partial(attention_maps.cross_attention_maps, model, params),
-            )
+        attention = attention_maps.maps_fn(model, params)
+        if attention is not None:  # rows are in dataset order, as `kept` and `features`
+            features_kept = list(features.take(report.ATTENTION_EXAMPLES).as_numpy_iterator())
+            outputs = [predictions[i] for i in range(len(kept))]
+            report.add_attention(section.rows, kept, features_kept, outputs, attention)
         sections.append(section)
     page = report.write(
         os.path.join(output_dir, report.FILE_NAME), f"infer with {checkpoint_path}, split {split}", sections
@@ -91,13 +87,7 @@ def _report_section(task, examples: list, records: list[dict]) -> report.Section
     (the annotators' answers for VQA, every reference for captions) where the split has targets."""
     vocabulary = task.output_features["inputs"].vocabulary
     targets = [
-        task.postprocess_fn(
-            example["targets_pretokenized"].decode("utf-8", errors="replace")
-            if "targets_pretokenized" in example
-            else record["target"],
-            example=example,
-            is_target=True,
-        )
+        report.postprocessed_target(task, example, lambda _, text=record["target"]: text)
         for example, record in zip(examples, records)
     ]
     predictions = [record["prediction"] for record in records]

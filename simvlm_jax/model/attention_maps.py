@@ -12,7 +12,8 @@ are cut per image and laid out on the stem's h x w grid.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+import functools
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -68,6 +69,15 @@ def cross_attention_maps(
     grid_h, grid_w = config.image_grid(images.shape[-3], images.shape[-2])
     patches = per_example[:, : num_images * grid_h * grid_w].reshape(-1, num_images, grid_h, grid_w)
     return patches / np.maximum(patches.sum(axis=(2, 3), keepdims=True), 1e-12)
+
+
+def maps_fn(model, params) -> Optional[Callable]:
+    """`cross_attention_maps` bound to the model and its parameters, or None where it does not apply:
+    scanned-layer or decoder-only models, and runs of several processes (parameters not all on this host)."""
+    config = model.module.config
+    if config.scan_layers or config.decoder_only or jax.process_count() > 1:
+        return None
+    return functools.partial(cross_attention_maps, model, params)
 
 
 def overlay(image: np.ndarray, attention: np.ndarray, alpha: float = 0.55) -> np.ndarray:

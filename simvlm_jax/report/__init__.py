@@ -129,6 +129,13 @@ def task_rows(
     return score_name, rows
 
 
+def postprocessed_target(task, example: Mapping[str, Any], decode: Callable[[Any], str]) -> Any:
+    """An example's target as SeqIO's metrics see it: the pretokenized string (else the decoded `targets`),
+    through the task's postprocessor (the annotators' answers for VQA, every reference for captions)."""
+    text = _text(example["targets_pretokenized"]) if "targets_pretokenized" in example else decode(example["targets"])
+    return task.postprocess_fn(text, example=example, is_target=True)
+
+
 def breakdown(rows: Sequence[Row]) -> list[tuple[str, int, float]]:
     """[(group, examples, mean score)] over the rows that have both, by group name."""
     groups: dict[str, list[float]] = collections.defaultdict(list)
@@ -224,17 +231,7 @@ def evaluator_sections(
             task.postprocess_fn(decode_tokens(vocabulary, tokens), example=example, is_target=False)
             for (_, tokens), example in zip(outputs, examples)
         ]
-        # The targets as SeqIO's metrics see them: the pretokenized string (else the decoded tokens), post-processed.
-        targets = [
-            task.postprocess_fn(
-                _text(example["targets_pretokenized"])
-                if "targets_pretokenized" in example
-                else decode_tokens(vocabulary, example["targets"]),
-                example=example,
-                is_target=True,
-            )
-            for example in examples
-        ]
+        targets = [postprocessed_target(task, e, lambda ids: decode_tokens(vocabulary, ids)) for e in examples]
         input_vocabulary = task.output_features["inputs"].vocabulary
         score_name, rows = task_rows(
             task,

@@ -154,9 +154,7 @@ class InferenceEvaluator:
         )
         results = {task: {k: float(v) for k, v in metrics.items()} for task, metrics in all_metrics.result().items()}
         if jax.process_index() == 0:
-            config = self._model.module.config
-            local = jax.process_count() == 1 and not (config.scan_layers or config.decoder_only)
-            attention = functools.partial(attention_maps.cross_attention_maps, self._model, params) if local else None
+            attention = attention_maps.maps_fn(self._model, params)
             sections = report.evaluator_sections(self._evaluator, recorder, results, attention)
             report.write(self.report_path, f"infer_eval @ step {step}", sections)
         for task, metrics in results.items() if jax.process_index() == 0 else ():
